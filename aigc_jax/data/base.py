@@ -1,0 +1,66 @@
+"""Random-access datasets: the batch for a step is a pure function of (seed, step).
+
+Every source loads into host memory as numpy arrays, and `train_batch(step)` picks rows with a
+per-epoch permutation seeded by (seed, epoch). A resumed run therefore sees exactly the batches
+an uninterrupted run would have seen, with no iterator state to save beyond the step.
+"""
+
+from collections.abc import Iterator
+from typing import Protocol
+
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+
+
+class Dataset(Protocol):
+    """What the training loop needs from a data source."""
+
+    num_examples: int
+
+    def train_batch(self, step: int, batch_size: int, process_index: int = 0,
+                    process_count: int = 1) -> Batch:
+        """This process's rows of the global batch for `step`."""
+        ...
+
+    def eval_batches(self, batch_size: int, process_index: int = 0, process_count: int = 1,
+                     max_batches: int | None = None) -> Iterator[Batch]:
+        """Fixed, ordered batches over the split; rows past the end are padded, `mask` says so."""
+        ...
+
+
+def rng_for(seed: int, *keys: int) -> np.random.Generator:
+    """A numpy generator that depends only on (seed, *keys)."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, *keys])
+
+
+def epoch_indices(num_examples: int, seed: int, step: int, batch_size: int) -> np.ndarray:
+    """Row indices of the global batch at `step`: consecutive slices of per-epoch permutations."""
+    positions = step * batch_size + np.arange(batch_size, dtype=np.int64)
+    epochs, offsets = np.divmod(positions, num_examples)
+    out = np.empty(batch_size, np.int64)
+    for epoch in np.unique(epochs):
+        perm = rng_for(seed, 0, int(epoch)).permutation(num_examples)
+        sel = epochs == epoch
+        out[sel] = perm[offsets[sel]]
+    return out
+
+
+def process_slice(batch_size: int, process_index: int, process_count: int) -> slice:
+    """The rows of a global batch that belong to one process."""
+    if batch_size % process_count:
+        raise ValueError(f"batch size {batch_size} is not divisible by {process_count} processes")
+    per = batch_size // process_count
+    return slice(process_index * per, (process_index + 1) * per)
+
+
+def padded_eval_indices(num_examples: int, batch_size: int, max_batches: int | None
+                        ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(indices, mask) for each eval batch in order; the last batch is padded with row 0."""
+    num_batches = -(-num_examples // batch_size)
+    if max_batches is not None:
+        num_batches = min(num_batches, max_batches)
+    for b in range(num_batches):
+        idx = np.arange(b * batch_size, (b + 1) * batch_size)
+        mask = idx < num_examples
+        yield np.where(mask, idx, 0), mask

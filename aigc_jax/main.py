@@ -1,0 +1,72 @@
+"""Command-line entry point: `python -m aigc_jax.main --config=configs/vae.py:digits --workdir=DIR`.
+
+Flags: --mode=train|eval|sample, --num_samples=N, --prompt=TEXT (GPT); anything else is a
+`--config.<key>=<value>` override. A UserError prints as one line and exits with status 2.
+"""
+
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from aigc_jax import config_validation, train
+from aigc_jax import logging as metric_logging
+from aigc_jax.errors import UserError
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file and variant: configs/vae.py:digits.",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to do.")
+flags.DEFINE_integer("num_samples", None, "Samples to draw (sample mode) or to evaluate on.")
+flags.DEFINE_string("prompt", None, "Prompt text for GPT sampling.")
+
+
+def run(argv: list[str]) -> None:
+    """Dispatch on --mode after validating the config."""
+    if len(argv) > 1:
+        raise UserError(f"unexpected positional arguments {argv[1:]}; flags look like --key=value.")
+    if FLAGS.workdir is None:
+        raise UserError("--workdir is required.")
+    config = FLAGS.config
+    metric_logging.quiet_libraries()
+    config_validation.validate(config)
+    logging.info("JAX %s on %d %s device(s), process %d of %d", jax.__version__,
+                 jax.device_count(), jax.default_backend(), jax.process_index(),
+                 jax.process_count())
+    if FLAGS.mode == "train":
+        train.train_and_evaluate(config, FLAGS.workdir)
+    elif FLAGS.mode == "eval":
+        train.evaluate(config, FLAGS.workdir, FLAGS.num_samples)
+    else:
+        num = FLAGS.num_samples if FLAGS.num_samples is not None else int(config.num_samples)
+        kwargs = {} if FLAGS.prompt is None else {"prompt": FLAGS.prompt}
+        train.sample(config, FLAGS.workdir, num, **kwargs)
+
+
+def main(argv: list[str]) -> None:
+    """absl main: turn UserErrors into one clear line and exit status 2."""
+    try:
+        run(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _flags_parser(argv: list[str]) -> list[str]:
+    # Config-file problems (unknown variant, unknown key, wrong type) surface while flags are
+    # parsed; report them in one line instead of absl's traceback.
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (ValueError, KeyError, TypeError, AttributeError, FileNotFoundError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: bad --config: {msg}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_flags_parser)

@@ -1,0 +1,56 @@
+"""The Method interface between a family (VAE, diffusion, GAN, LM) and the generic loop."""
+
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from aigc_jax import plotting
+from aigc_jax.state import TrainState
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+def write_image_samples(samples: Any, path_stem: str) -> list[str]:
+    """Default sample writer: uint8 [N, H, W, C] images to `<stem>.png` (grid) and `<stem>.npz`."""
+    images = plotting.to_uint8(np.asarray(samples))
+    png = plotting.save_image_grid(images, path_stem + ".png")
+    npz = path_stem + ".npz"
+    np.savez_compressed(npz, images=images)
+    return [png, npz]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """The functions a family provides; each is a closure over the config and model.
+
+    - `init_state(rng, example_batch) -> TrainState`
+    - `train_step(state, batch) -> (state, metrics)`: pure; the loop jits it with shardings
+      and donates the state. `metrics` holds scalars and must include "loss".
+    - `eval_step(state, batch, rng) -> metrics`: per-example arrays [B] (or scalars); the
+      loop averages them over the test split, ignoring padded rows. Run periodically.
+    - `final_eval_step(state, batch, rng) -> metrics`: the same, for costly metrics run only
+      by `--mode=eval` (e.g. the VAE's NLL with 5,000 importance samples). Optional.
+    - `sample(state, rng, num, **kwargs)`: compiled generation; images as uint8 [N, H, W, C]
+      (or floats in [-1, 1]), or whatever `write_samples` understands.
+    - `write_samples(samples, path_stem) -> files written`: images by default.
+    - `evaluate(state, dataset, rng, num_samples) -> dict`: extra `--mode=eval` metrics
+      (IWAE NLL, FID, ...), optional.
+    """
+
+    init_state: Callable[[jax.Array, Batch], TrainState]
+    train_step: Callable[[TrainState, Batch], tuple[TrainState, Metrics]]
+    eval_step: Callable[[TrainState, Batch, jax.Array], Metrics] | None = None
+    final_eval_step: Callable[[TrainState, Batch, jax.Array], Metrics] | None = None
+    sample: Callable[..., Any] | None = None
+    write_samples: Callable[[Any, str], list[str]] = write_image_samples
+    evaluate: Callable[..., dict[str, Any]] | None = None
+
+
+def sample_path(workdir: str, step: int) -> str:
+    """Path stem for the periodic sample grid of `step`."""
+    return os.path.join(workdir, "samples", f"step_{step}")

@@ -1,0 +1,183 @@
+"""The VAE family: ELBO, beta-VAE and IWAE objectives, importance-sampled NLL, prior samples.
+
+Kingma & Welling (2014), "Auto-Encoding Variational Bayes"; Burda, Grosse & Salakhutdinov
+(2016), "Importance Weighted Autoencoders"; Higgins et al. (2017), beta-VAE.
+"""
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from aigc_jax import distributions as dist
+from aigc_jax.errors import UserError
+from aigc_jax.methods.base import Method
+from aigc_jax.models.vae import VAE, create_vae
+from aigc_jax.optim import create_optimizer
+from aigc_jax.state import TrainState, apply_gradients, create_state, global_norm, step_rng
+
+LIKELIHOODS = ("bernoulli", "discretized_gaussian")
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEContext:
+    """What an objective needs besides parameters and data: the model and its likelihood."""
+
+    model: VAE
+    likelihood: str
+    beta: float = 1.0
+    num_importance_samples: int = 1
+
+
+def preprocess(images: jax.Array, likelihood: str) -> jax.Array:
+    """uint8 images to the likelihood's range: [0, 1] for Bernoulli, [-1, 1] for discretized."""
+    x = images.astype(jnp.float32) / 255.0
+    return x if likelihood == "bernoulli" else 2.0 * x - 1.0
+
+
+def log_likelihood(ctx: VAEContext, params, z: jax.Array, x: jax.Array) -> jax.Array:
+    """log p(x|z) in nats: z [K, B, D], x [B, H, W, C] -> [K, B]."""
+    k, b = z.shape[:2]
+    out = ctx.model.apply(params, z.reshape(k * b, -1), method=VAE.decode)
+    out = out.reshape(k, b, *out.shape[1:])
+    if ctx.likelihood == "bernoulli":
+        log_px = dist.bernoulli_log_prob(x[None], out)
+    else:
+        mean, log_sigma = jnp.split(out, 2, axis=-1)
+        log_px = dist.discretized_gaussian_log_prob(x[None], mean, log_sigma)
+    return dist.sum_except_batch(log_px, 2)
+
+
+def encode_and_sample(ctx: VAEContext, params, x: jax.Array, rng: jax.Array, k: int):
+    """q(z|x) parameters and k reparameterized samples z = mu + sigma * eps [K, B, D]."""
+    mu, log_sigma = ctx.model.apply(params, x, method=VAE.encode)
+    eps = jax.random.normal(rng, (k, *mu.shape))
+    return mu, log_sigma, mu + jnp.exp(log_sigma) * eps
+
+
+def log_weights(ctx: VAEContext, params, x: jax.Array, rng: jax.Array, k: int) -> jax.Array:
+    """Importance log-weights log p(x, z_k) - log q(z_k | x), [K, B]."""
+    mu, log_sigma, z = encode_and_sample(ctx, params, x, rng, k)
+    log_pz = dist.normal_log_prob(z, 0.0, 0.0).sum(-1)
+    log_qz = dist.normal_log_prob(z, mu, log_sigma).sum(-1)
+    return log_likelihood(ctx, params, z, x) + log_pz - log_qz
+
+
+# Objectives: (ctx, params, x, rng) -> (per-example loss [B], per-example metrics).
+
+
+def elbo_objective(ctx: VAEContext, params, x, rng):
+    """Negative ELBO with the analytic KL and one reparameterized sample; beta weights the KL."""
+    mu, log_sigma, z = encode_and_sample(ctx, params, x, rng, 1)
+    recon = -log_likelihood(ctx, params, z, x)[0]
+    kl = dist.standard_normal_kl(mu, log_sigma).sum(-1)
+    return recon + ctx.beta * kl, {"recon": recon, "kl": kl, "neg_elbo": recon + kl}
+
+
+def iwae_objective(ctx: VAEContext, params, x, rng):
+    """Negative IWAE bound: -log mean_k p(x, z_k) / q(z_k|x) with k importance samples."""
+    k = ctx.num_importance_samples
+    bound = jax.nn.logsumexp(log_weights(ctx, params, x, rng, k), axis=0) - math.log(k)
+    return -bound, {f"neg_iwae_k{k}": -bound}
+
+
+OBJECTIVES: dict[str, Callable] = {
+    "elbo": elbo_objective,
+    "beta_vae": elbo_objective,  # same function; config.beta sets the KL weight
+    "iwae": iwae_objective,
+}
+
+
+def importance_nll(ctx: VAEContext, params, x: jax.Array, rng: jax.Array, k: int,
+                   chunk: int) -> jax.Array:
+    """-log p(x) estimated with k importance samples, in chunks so memory stays bounded. [B]"""
+    if k % chunk:
+        raise UserError(f"eval.nll_samples={k} must be a multiple of eval.nll_chunk={chunk}.")
+
+    def body(running, i):
+        lw = log_weights(ctx, params, x, jax.random.fold_in(rng, i), chunk)
+        return jnp.logaddexp(running, jax.nn.logsumexp(lw, axis=0)), None
+
+    init = jnp.full(x.shape[:1], -jnp.inf)
+    total, _ = jax.lax.scan(body, init, jnp.arange(k // chunk))
+    return -(total - math.log(k))
+
+
+def _context(config: ml_collections.ConfigDict, info: dict) -> VAEContext:
+    if config.likelihood not in LIKELIHOODS:
+        raise UserError(f"config.likelihood={config.likelihood!r} is unknown; "
+                        f"expected one of {LIKELIHOODS}.")
+    if config.objective not in OBJECTIVES:
+        raise UserError(f"config.objective={config.objective!r} is unknown; "
+                        f"known objectives: {sorted(OBJECTIVES)}.")
+    num_outputs = 1 if config.likelihood == "bernoulli" else 2
+    model = create_vae(config.model, info["image_shape"], num_outputs)
+    beta = float(config.beta) if config.objective == "beta_vae" else 1.0
+    return VAEContext(model, config.likelihood, beta, int(config.num_importance_samples))
+
+
+def create(config: ml_collections.ConfigDict, info: dict) -> Method:
+    """The VAE Method for `config` on images described by `info`."""
+    ctx = _context(config, info)
+    objective = OBJECTIVES[config.objective]
+    tx = create_optimizer(config.optimizer, int(config.train.num_steps))
+    ema_decay = float(config.train.ema_decay)
+    num_dims = int(np.prod(info["image_shape"]))
+    latent_dim = int(config.model.latent_dim)
+
+    def init_state(rng: jax.Array, batch: dict) -> TrainState:
+        x = preprocess(batch["image"], ctx.likelihood)
+        params = ctx.model.init(rng, x[:1])
+        return create_state(params, tx, jax.random.fold_in(rng, 1))
+
+    def train_step(state: TrainState, batch: dict):
+        x = preprocess(batch["image"], ctx.likelihood)
+
+        def loss_fn(params):
+            loss, aux = objective(ctx, params, x, step_rng(state))
+            return loss.mean(), aux
+
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        state = apply_gradients(state, grads, tx, ema_decay)
+        metrics = {"loss": loss, "grad_norm": global_norm(grads),
+                   **{k: v.mean() for k, v in aux.items()}}
+        return state, metrics
+
+    def eval_step(state: TrainState, batch: dict, rng: jax.Array) -> dict:
+        x = preprocess(batch["image"], ctx.likelihood)
+        params = state.ema_params
+        _, metrics = elbo_objective(ctx, params, x, rng)
+        k = int(config.eval.iwae_k)
+        bound = jax.nn.logsumexp(log_weights(ctx, params, x, rng, k), 0) - math.log(k)
+        metrics[f"neg_iwae_k{k}"] = -bound
+        metrics["bits_per_dim"] = metrics["neg_elbo"] / (num_dims * math.log(2.0))
+        return metrics
+
+    def final_eval_step(state: TrainState, batch: dict, rng: jax.Array) -> dict:
+        x = preprocess(batch["image"], ctx.likelihood)
+        k = int(config.eval.nll_samples)
+        nll = importance_nll(ctx, state.ema_params, x, rng, k, int(config.eval.nll_chunk))
+        return {f"nll_iwae_k{k}": nll, f"nll_bits_per_dim_k{k}": nll / (num_dims * math.log(2))}
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def sample(state: TrainState, rng: jax.Array, num: int) -> jax.Array:
+        z = jax.random.normal(rng, (num, latent_dim))
+        return decode_mean(ctx, state.ema_params, z)
+
+    return Method(init_state=init_state, train_step=train_step, eval_step=eval_step,
+                  final_eval_step=final_eval_step, sample=sample)
+
+
+def decode_mean(ctx: VAEContext, params, z: jax.Array) -> jax.Array:
+    """The mean image E[x|z] as uint8 [N, H, W, C] (Bernoulli probabilities or Gaussian means)."""
+    out = ctx.model.apply(params, z, method=VAE.decode)
+    if ctx.likelihood == "bernoulli":
+        x = jax.nn.sigmoid(out)
+    else:
+        x = (jnp.split(out, 2, axis=-1)[0] + 1.0) / 2.0
+    return jnp.clip(jnp.round(x * 255.0), 0, 255).astype(jnp.uint8)

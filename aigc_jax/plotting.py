@@ -1,0 +1,46 @@
+"""Image grids and curves for samples, figures and experiments."""
+
+import os
+
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(images: np.ndarray, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+    """Float images in `value_range` to uint8 [N, H, W, C] (uint8 input passes through)."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images
+    lo, hi = value_range
+    scaled = (images.astype(np.float32) - lo) / (hi - lo)
+    return np.clip(np.round(scaled * 255.0), 0, 255).astype(np.uint8)
+
+
+def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 1,
+              pad_value: int = 255) -> np.ndarray:
+    """Tile uint8 [N, H, W, C] images into one uint8 [rows*H', cols*W', C] array."""
+    images = np.asarray(images)
+    n, h, w, c = images.shape
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncols))
+    grid = np.full((nrows * (h + padding) + padding, ncols * (w + padding) + padding, c),
+                   pad_value, images.dtype)
+    for i in range(n):
+        r, col = divmod(i, ncols)
+        top, left = padding + r * (h + padding), padding + col * (w + padding)
+        grid[top:top + h, left:left + w] = images[i]
+    return grid
+
+
+def save_image_grid(images: np.ndarray, path: str, ncols: int | None = None,
+                    scale: int = 0) -> str:
+    """Write uint8 [N, H, W, C] images as one PNG grid; small images are upscaled for viewing."""
+    grid = make_grid(images, ncols)
+    if not scale:
+        scale = max(1, 256 // max(grid.shape[:2]))
+    if scale > 1:
+        grid = grid.repeat(scale, 0).repeat(scale, 1)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    mode = "L" if grid.shape[-1] == 1 else "RGB"
+    Image.fromarray(grid.squeeze(-1) if mode == "L" else grid, mode).save(path)
+    return path
