@@ -1,0 +1,162 @@
+"""The GPT family: next-token cross-entropy, gradient accumulation, text sampling, MFU.
+
+Radford et al. (2019), "Language Models are Unsupervised Multitask Learners"; training as
+nanoGPT: AdamW with decoupled weight decay on matrices, warmup + cosine, global-norm clipping.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from aigc_jax.data import tokenizers
+from aigc_jax.errors import UserError
+from aigc_jax.methods.base import Method
+from aigc_jax.methods.lm_sampling import SamplerConfig, generate
+from aigc_jax.models.gpt import GPT, POSITIONS, config_from, count_params, flops_per_token
+from aigc_jax.optim import create_optimizer, create_schedule
+from aigc_jax.state import TrainState, apply_gradients, create_state, global_norm, step_rng
+
+SAMPLE_SEPARATOR = "\n" + "-" * 40 + "\n"
+# Dense peak FLOP/s by `jax.Device.device_kind` substring, for MFU (bf16 for accelerators).
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12,
+              "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5p": 459e12, "TPU v6": 918e12}
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raise a UserError for impossible model, data or sampler settings."""
+    m, s = config.model, config.sampler
+    if m.n_embd % m.n_head:
+        raise UserError(f"model.n_embd={m.n_embd} must be a multiple of model.n_head={m.n_head}.")
+    if m.position not in POSITIONS:
+        raise UserError(f"model.position={m.position!r} is unknown; expected one of {POSITIONS}.")
+    if m.position == "rope" and (m.n_embd // m.n_head) % 2:
+        raise UserError(f"RoPE needs an even head size; n_embd / n_head = {m.n_embd // m.n_head}.")
+    if m.dtype not in ("float32", "bfloat16", "float16"):
+        raise UserError(f"model.dtype={m.dtype!r} must be float32, bfloat16 or float16.")
+    if config.data.tokenizer not in tokenizers.KINDS:
+        raise UserError(f"data.tokenizer={config.data.tokenizer!r} is unknown; expected one of "
+                        f"{tokenizers.KINDS}.")
+    accum, batch = int(config.optimizer.grad_accum_steps), int(config.train.batch_size)
+    if accum < 1 or batch % accum:
+        raise UserError(f"train.batch_size={batch} must be a multiple of "
+                        f"optimizer.grad_accum_steps={accum} (>= 1).")
+    if s.temperature < 0 or s.top_k < 0 or not 0 < s.top_p <= 1 or s.max_new_tokens < 1:
+        raise UserError(f"sampler settings need temperature >= 0, top_k >= 0, 0 < top_p <= 1 "
+                        f"and max_new_tokens >= 1; got {s.to_dict()}.")
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Next-token negative log-likelihood in nats: logits [B, T, V], targets [B, T] -> [B, T]."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+
+
+def peak_flops(config: ml_collections.ConfigDict, device: jax.Device | None = None) -> float:
+    """`config.peak_flops` when set, else the table entry for this device kind (0: unknown)."""
+    if float(config.get("peak_flops", 0.0)) > 0:
+        return float(config.peak_flops)
+    kind = (device or jax.devices()[0]).device_kind
+    return next((v for k, v in PEAK_FLOPS.items() if k in kind), 0.0) * jax.device_count()
+
+
+def throughput(steps_per_sec: float, tokens_per_step: int, flops_token: float,
+               peak: float) -> dict[str, float]:
+    """tokens/s and model FLOPs utilisation (6N + 12LTD FLOPs per token) from steps/s."""
+    tokens_per_sec = steps_per_sec * tokens_per_step
+    mfu = tokens_per_sec * flops_token / peak if peak > 0 else float("nan")
+    return {"tokens_per_sec": tokens_per_sec, "mfu": mfu}
+
+
+def encode_prompt(tok: tokenizers.Tokenizer, prompt: str) -> np.ndarray:
+    """Prompt ids [P]; characters the tokenizer cannot represent are a UserError."""
+    if not prompt:
+        raise UserError("--prompt is empty; give at least one character (the default is \\n).")
+    unknown = tok.unknown_chars(prompt)
+    if unknown:
+        raise UserError(f"the prompt has characters outside the tokenizer's vocabulary: "
+                        f"{''.join(unknown)!r} ({', '.join(repr(c) for c in unknown)}).")
+    return tok.encode(prompt)
+
+
+def create(config: ml_collections.ConfigDict, info: dict) -> Method:
+    """The LM Method for `config` on the text described by `info` (vocabulary, tokenizer)."""
+    tok = tokenizers.from_info(info["tokenizer"])
+    vocab_size = int(info["vocab_size"])
+    gcfg = config_from(config.model, vocab_size)
+    model = GPT(gcfg)
+    num_steps = int(config.train.num_steps)
+    accum = int(config.optimizer.grad_accum_steps)
+    opt_cfg = ml_collections.ConfigDict(config.optimizer.to_dict())
+    opt_cfg.grad_accum_steps = 1  # accumulated inside train_step with a scan
+    tx = create_optimizer(opt_cfg, num_steps)
+    schedule = create_schedule(opt_cfg, num_steps)
+    ema_decay = float(config.train.ema_decay)
+    tokens_per_step = int(config.train.batch_size) * gcfg.block_size
+    sc = SamplerConfig(**{k: type(v)(config.sampler[k]) for k, v in
+                          SamplerConfig().__dict__.items()})
+
+    def loss_fn(params, tokens: jax.Array, rng: jax.Array) -> jax.Array:
+        logits = model.apply(params, tokens[:, :-1], deterministic=gcfg.dropout == 0,
+                             rngs={"dropout": rng})  # [B, T, V]
+        return cross_entropy(logits, tokens[:, 1:]).mean()
+
+    grad_fn = jax.value_and_grad(loss_fn)
+
+    def init_state(rng: jax.Array, batch: dict) -> TrainState:
+        params = model.init(rng, batch["tokens"][:1, :-1].astype(jnp.int32))
+        return create_state(params, tx, jax.random.fold_in(rng, 1))
+
+    def train_step(state: TrainState, batch: dict):
+        tokens = batch["tokens"].astype(jnp.int32)  # [B, T + 1]
+        rng = step_rng(state)
+        if accum == 1:
+            loss, grads = grad_fn(state.params, tokens, rng)
+        else:  # micro-batches [accum, B / accum, T + 1]; rows stay on their device
+            micro = tokens.reshape(-1, accum, tokens.shape[-1]).swapaxes(0, 1)
+
+            def body(carry, xs):
+                i, mb = xs
+                loss, grads = grad_fn(state.params, mb, jax.random.fold_in(rng, i))
+                return jax.tree.map(jnp.add, carry, (loss, grads)), None
+
+            zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params))
+            (loss, grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
+            loss, grads = jax.tree.map(lambda x: x / accum, (loss, grads))
+        metrics = {"loss": loss, "grad_norm": global_norm(grads),
+                   "learning_rate": schedule(state.step),
+                   "tokens_per_step": jnp.asarray(tokens_per_step, jnp.float32)}
+        return apply_gradients(state, grads, tx, ema_decay), metrics
+
+    def eval_step(state: TrainState, batch: dict, rng: jax.Array) -> dict:
+        tokens = batch["tokens"].astype(jnp.int32)
+        logits = model.apply(state.ema_params, tokens[:, :-1])
+        loss = cross_entropy(logits, tokens[:, 1:]).mean(-1)  # [B]
+        return {"loss": loss, "bits_per_token": loss / math.log(2.0)}
+
+    def sample(state: TrainState, rng: jax.Array, num: int, prompt: str | None = None):
+        ids = encode_prompt(tok, config.prompt if prompt is None else prompt)
+        prompt_ids = jnp.asarray(np.broadcast_to(ids, (num, len(ids))), jnp.int32)
+        return generate(model, state.ema_params, prompt_ids, rng, sc, vocab_size)
+
+    def write_samples(samples, path_stem: str) -> list[str]:
+        texts = [tok.decode(row) for row in np.asarray(samples)]
+        path = path_stem + ".txt"
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(SAMPLE_SEPARATOR.join(texts) + "\n")
+        logging.info("wrote %d samples to %s", len(texts), path)
+        return [path]
+
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                            jnp.zeros((1, gcfg.block_size), jnp.int32))
+    counts = count_params(shapes)
+    logging.info("GPT %d layers, %d heads, %d dims, vocab %d: %.2fM parameters (%.2fM without "
+                 "position embeddings, as nanoGPT counts); %.3g training FLOPs/token",
+                 gcfg.n_layer, gcfg.n_head, gcfg.n_embd, gcfg.vocab_size, counts["total"] / 1e6,
+                 counts["non_embedding"] / 1e6,
+                 flops_per_token(gcfg, counts["non_embedding"]))
+    return Method(init_state=init_state, train_step=train_step, eval_step=eval_step,
+                  sample=sample, write_samples=write_samples)
