@@ -4,6 +4,7 @@ Flags: --mode=train|eval|sample, --num_samples=N, --prompt=TEXT (GPT); anything 
 `--config.<key>=<value>` override. A UserError prints as one line and exits with status 2.
 """
 
+import re
 import sys
 
 import jax
@@ -54,17 +55,35 @@ def main(argv: list[str]) -> None:
         sys.exit(2)
 
 
+def _one_line(error: Exception) -> str:
+    """The sentence that matters from a flag-parsing error, without any embedded traceback."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if any(line.startswith("Traceback") for line in lines):
+        # config_flags embeds the config file's traceback; its last line is the real message.
+        last = lines[-1]
+        head, sep, tail = last.partition(": ")
+        return tail if sep and head.isidentifier() else last
+    return lines[0]
+
+
 def _flags_parser(argv: list[str]) -> list[str]:
     # Config-file problems (unknown variant, unknown key, wrong type) surface while flags are
     # parsed; report them in one line instead of absl's traceback.
     try:
         return FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (KeyError, AttributeError) as e:
+        # ml_collections raises these with only the missing name for an unknown override key.
+        found = re.search(r"'([^'\\]+)", str(e))
+        name = found.group(1) if found else str(e)
+        flag = next((a.split("=")[0] for a in argv[1:]
+                     if a.startswith("--config.") and name in a.split("=")[0]), name)
+        print(f"error: {flag.lstrip('-')} is not a key of the config; check its spelling "
+              "against the config file.", file=sys.stderr)
         sys.exit(2)
-    except (ValueError, KeyError, TypeError, AttributeError, FileNotFoundError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"error: bad --config: {msg}", file=sys.stderr)
+    except (flags.Error, ValueError, TypeError, OSError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         sys.exit(2)
 
 

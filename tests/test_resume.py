@@ -1,0 +1,91 @@
+"""A killed run resumes exactly; SIGTERM checkpoints; an unreadable checkpoint is skipped."""
+
+import os
+import shutil
+import signal
+import time
+
+import jax
+import numpy as np
+from conftest import tiny_vae_config
+from helpers import TINY_VAE_FLAGS, popen_cli
+
+from aigc_jax import train
+
+NUM_STEPS = 800
+
+
+def _config(num_steps=NUM_STEPS, checkpoint_every=100):
+    c = tiny_vae_config(num_steps)
+    c.train.checkpoint_every = checkpoint_every
+    c.train.log_every = 50
+    c.train.eval_every = 0
+    c.train.sample_every = 0
+    return c
+
+
+def _flags(workdir, num_steps=NUM_STEPS, checkpoint_every=100):
+    return [*TINY_VAE_FLAGS, f"--workdir={workdir}", f"--config.train.num_steps={num_steps}",
+            f"--config.train.checkpoint_every={checkpoint_every}", "--config.train.log_every=50",
+            "--config.train.eval_every=0", "--config.train.sample_every=0"]
+
+
+def _assert_same_params(a, b):
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(a.params), jax.device_get(b.params))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(a.ema_params),
+                 jax.device_get(b.ema_params))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(a.opt_state),
+                 jax.device_get(b.opt_state))
+
+
+def _wait_for(path, proc, timeout=300):
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        assert proc.poll() is None, f"training exited early: {proc.stderr.read()[-2000:]}"
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    reference = train.train_and_evaluate(_config(), str(tmp_path / "reference"))
+    killed = tmp_path / "killed"
+    proc = popen_cli(*_flags(killed))
+    _wait_for(killed / "checkpoints" / "300", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(killed / "checkpoints" / str(NUM_STEPS))
+    resumed = train.train_and_evaluate(_config(), str(killed))
+    assert int(resumed.step) == NUM_STEPS
+    _assert_same_params(reference, resumed)
+
+
+def test_sigterm_saves_a_checkpoint_before_exit(tmp_path):
+    workdir = tmp_path / "preempted"
+    proc = popen_cli(*_flags(workdir, num_steps=10**6, checkpoint_every=10**5))
+    _wait_for(workdir / "metrics.jsonl", proc)  # first log line: training is under way
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    steps = [int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()]
+    assert len(steps) == 1 and 50 <= steps[0] < 10**5
+
+
+def test_truncated_newest_checkpoint_is_skipped_and_kept(tmp_path):
+    reference = train.train_and_evaluate(_config(600, 200), str(tmp_path / "reference"))
+    workdir = tmp_path / "damaged"
+    shutil.copytree(tmp_path / "reference", workdir)
+    newest = workdir / "checkpoints" / "600"
+    truncated = 0
+    for root, _, files in os.walk(newest / "state"):
+        for f in files:
+            path = os.path.join(root, f)
+            if os.path.getsize(path) > 1000:
+                with open(path, "r+b") as fh:
+                    fh.truncate(os.path.getsize(path) // 3)
+                truncated += 1
+    assert truncated
+    state, found = train.Run(_config(600, 200), str(workdir)).restore_or_init()
+    assert found and int(state.step) == 400
+    moved = os.listdir(str(workdir / "checkpoints") + "_unreadable")
+    assert len(moved) == 1 and moved[0].startswith("600-")
+    resumed = train.train_and_evaluate(_config(600, 200), str(workdir))
+    _assert_same_params(reference, resumed)
