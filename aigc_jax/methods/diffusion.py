@@ -1,0 +1,256 @@
+"""The diffusion family: DDPM / improved-DDPM training, DDPM and DDIM sampling, VLB in bits/dim.
+
+Ho, Jain & Abbeel (2020), "Denoising Diffusion Probabilistic Models"; Nichol & Dhariwal (2021),
+"Improved DDPM"; Song, Meng & Ermon (2021), "DDIM"; Ho & Salimans (2021), "Classifier-Free
+Diffusion Guidance". Schedules, objectives and samplers live in the `diffusion_*` modules.
+"""
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from aigc_jax.errors import UserError
+from aigc_jax.methods import diffusion_objectives as obj
+from aigc_jax.methods import diffusion_samplers as samplers
+from aigc_jax.methods import diffusion_schedules as ds
+from aigc_jax.methods.base import Method
+from aigc_jax.models.unet import DTYPES, UNet, count_params, create_unet
+from aigc_jax.optim import create_optimizer
+from aigc_jax.state import TrainState, apply_gradients, create_state, global_norm, step_rng
+
+EXTRACTORS = ("digits", "mnist", "inception")
+
+
+def preprocess(images: jax.Array) -> jax.Array:
+    """uint8 [B, H, W, C] -> float32 in [-1, 1]."""
+    return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+def _check(name: str, value: Any, known) -> None:
+    if value not in known:
+        raise UserError(f"config.{name}={value!r} is unknown; known: {sorted(known)}.")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raise a UserError for an impossible diffusion config, before anything is compiled."""
+    _check("objective", config.objective, obj.OBJECTIVES)
+    _check("loss_weighting", config.loss_weighting, obj.LOSS_WEIGHTINGS)
+    _check("diffusion.schedule", config.diffusion.schedule, ds.SCHEDULES)
+    _check("diffusion.variance", config.diffusion.variance, ("auto", *obj.VARIANCES))
+    _check("sampler.name", config.sampler.name, samplers.SAMPLERS)
+    _check("model.dtype", config.model.dtype, DTYPES)
+    _check("eval.extractor", config.eval.extractor, EXTRACTORS)
+    learns = obj.OBJECTIVES[config.objective].learned_variance
+    if config.diffusion.variance == "learned" and not learns:
+        raise UserError(f"config.diffusion.variance='learned' needs an objective that learns "
+                        f"it (hybrid), not config.objective={config.objective!r}.")
+    if int(config.diffusion.num_timesteps) < 1:
+        raise UserError(f"config.diffusion.num_timesteps={config.diffusion.num_timesteps} "
+                        "must be positive.")
+    if int(config.sampler.num_steps) < 0 or float(config.sampler.eta) < 0:
+        raise UserError(f"config.sampler.num_steps={config.sampler.num_steps} and "
+                        f"sampler.eta={config.sampler.eta} must not be negative.")
+    if float(config.sampler.guidance_scale) != 0.0 and int(config.model.num_classes) == 0:
+        raise UserError(f"config.sampler.guidance_scale={config.sampler.guidance_scale} needs a "
+                        "class-conditional model; set config.model.num_classes (and "
+                        "config.label_dropout) or leave the guidance scale at 0.")
+    if not 0.0 <= float(config.label_dropout) < 1.0:
+        raise UserError(f"config.label_dropout={config.label_dropout} must be in [0, 1).")
+    if int(config.eval.vlb_timesteps) < 0:
+        raise UserError(f"config.eval.vlb_timesteps={config.eval.vlb_timesteps} must not be "
+                        "negative.")
+
+
+def diffusion_from_config(config: ml_collections.ConfigDict) -> obj.Diffusion:
+    """The schedule and parameterisation named by `config`."""
+    objective = obj.OBJECTIVES[config.objective]
+    variance = config.diffusion.variance
+    if variance == "auto":
+        variance = "learned" if objective.learned_variance else "fixed_small"
+    return obj.Diffusion(ds.create_schedule(config.diffusion), objective.prediction, variance,
+                         config.loss_weighting, float(config.min_snr_gamma),
+                         float(config.hybrid_lambda))
+
+
+def vlb_bpd(d: obj.Diffusion, apply, x0: jax.Array, labels: jax.Array | None, rng: jax.Array,
+            t: jax.Array, weight: jax.Array, clip_x0: bool) -> dict[str, jax.Array]:
+    """sum_t weight * L_t + L_T in bits/dim [B] for t, weight [R, M, B]: a scan over R rows.
+
+    Each row evaluates M timesteps per example in one batch of M * B; rows bound the memory.
+    """
+    r, m, b = t.shape
+    x_rep = jnp.tile(x0, (m, 1, 1, 1))  # [M * B, H, W, C]
+    labels_rep = None if labels is None else jnp.tile(labels, m)
+
+    def body(acc, row):
+        t_r, w_r, i = row
+        tt = t_r.reshape(-1)
+        noise = jax.random.normal(jax.random.fold_in(rng, i), x_rep.shape)
+        q = obj.Noised(x_rep, ds.q_sample(d.sched, x_rep, tt, noise), tt, noise)
+        terms = obj.vb_terms_bpd(d, apply(q.x_t, tt, labels_rep), q, clip_x0).reshape(m, b)
+        total, decoder = acc
+        return (total + (w_r * terms).sum(0), decoder + (w_r * terms * (t_r == 0)).sum(0)), None
+
+    zeros = jnp.zeros(x0.shape[:1])
+    (total, decoder), _ = jax.lax.scan(body, (zeros, zeros), (t, weight, jnp.arange(r)))
+    prior = obj.prior_bpd(d.sched, x0)
+    return {"vlb_bpd": total + prior, "prior_bpd": prior, "decoder_bpd": decoder}
+
+
+def full_vlb_grid(num_timesteps: int, chunk: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every t in [0, T) once, as [R, chunk, B] rows with weight 0 on the padding."""
+    rows = -(-num_timesteps // chunk)
+    t = np.arange(rows * chunk).reshape(rows, chunk)
+    w = (t < num_timesteps).astype(np.float32)
+    t = np.minimum(t, num_timesteps - 1)
+    return (np.broadcast_to(t[..., None], (rows, chunk, batch)),
+            np.broadcast_to(w[..., None], (rows, chunk, batch)))
+
+
+def stratified_vlb_grid(rng: jax.Array, num_timesteps: int, k: int, batch: int):
+    """One t per stratum of [0, T) split into k, per example, weighted by the stratum size.
+
+    sum_k weight_k L_{t_k} is then an unbiased estimate of sum_t L_t. Shapes [k, 1, B].
+    """
+    edges = np.linspace(0, num_timesteps, k + 1).round().astype(np.int32)
+    lo, size = jnp.asarray(edges[:-1]), jnp.asarray(np.diff(edges))
+    u = jax.random.uniform(rng, (k, batch))
+    t = lo[:, None] + jnp.minimum((u * size[:, None]).astype(jnp.int32), size[:, None] - 1)
+    w = jnp.broadcast_to(size[:, None].astype(jnp.float32), (k, batch))
+    return t[:, None], w[:, None]
+
+
+def create(config: ml_collections.ConfigDict, info: dict) -> Method:
+    """The diffusion Method for `config` on images described by `info`."""
+    validate(config)
+    d = diffusion_from_config(config)
+    objective = obj.OBJECTIVES[config.objective]
+    h, w, c = info["image_shape"]
+    levels = len(config.model.ch_mult)
+    if h % 2 ** (levels - 1) or w % 2 ** (levels - 1):
+        raise UserError(f"images of {h}x{w} cannot be halved {levels - 1} times for "
+                        f"config.model.ch_mult={tuple(config.model.ch_mult)}; pad or resize them "
+                        "(config.data.pad / config.data.image_size).")
+    num_classes = int(config.model.num_classes)
+    if num_classes and num_classes < int(info.get("num_classes", 0)):
+        raise UserError(f"config.model.num_classes={num_classes} is smaller than the "
+                        f"dataset's {info['num_classes']} classes.")
+    model = create_unet(config.model, 2 * c if objective.learned_variance else c)
+    tx = create_optimizer(config.optimizer, int(config.train.num_steps))
+    ema_decay = float(config.train.ema_decay)
+    label_dropout = float(config.label_dropout)
+    sc = config.sampler
+    clip_x0 = bool(sc.clip_x0)
+
+    def model_inputs(x: jax.Array, labels: jax.Array | None):
+        t = jnp.zeros(x.shape[:1], jnp.int32)
+        return (x, t, labels if num_classes else None)
+
+    example = model_inputs(jnp.zeros((1, h, w, c)), jnp.zeros((1,), jnp.int32))
+    param_shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), *example)
+    logging.info("UNet: %s parameters (%.2fM)", f"{count_params(param_shapes):,}",
+                 count_params(param_shapes) / 1e6)
+
+    def applier(params, train: bool = False, rng: jax.Array | None = None):
+        def apply(x, t, labels):
+            rngs = {"dropout": rng} if train else {}
+            return model.apply(params, x, t, labels if num_classes else None, train=train,
+                               rngs=rngs)
+        return apply
+
+    def init_state(rng: jax.Array, batch: dict) -> TrainState:
+        x = preprocess(batch["image"][:1])
+        params = model.init(rng, *model_inputs(x, batch["label"][:1]))
+        return create_state(params, tx, jax.random.fold_in(rng, 1))
+
+    def noised(x0: jax.Array, rng: jax.Array) -> obj.Noised:
+        k_t, k_noise = jax.random.split(rng)
+        t = jax.random.randint(k_t, x0.shape[:1], 0, d.sched.num_timesteps)
+        noise = jax.random.normal(k_noise, x0.shape)
+        return obj.Noised(x0, ds.q_sample(d.sched, x0, t, noise), t, noise)
+
+    def train_step(state: TrainState, batch: dict):
+        x0 = preprocess(batch["image"])
+        q = noised(x0, step_rng(state, 0))
+        labels = batch["label"]
+        if num_classes and label_dropout > 0:  # the null label trains p(x) for guidance
+            drop = jax.random.bernoulli(step_rng(state, 1), label_dropout, labels.shape)
+            labels = jnp.where(drop, num_classes, labels)
+
+        def loss_fn(params):
+            out = applier(params, True, step_rng(state, 2))(q.x_t, q.t, labels)
+            loss, aux = objective.loss(d, out, q)
+            return loss.mean(), aux
+
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        state = apply_gradients(state, grads, tx, ema_decay)
+        return state, {"loss": loss, "grad_norm": global_norm(grads),
+                       **{k: v.mean() for k, v in aux.items()}}
+
+    def eval_step(state: TrainState, batch: dict, rng: jax.Array) -> dict:
+        """Objective at random t, and the VLB with `eval.vlb_timesteps` stratified timesteps."""
+        x0 = preprocess(batch["image"])
+        apply = applier(state.ema_params)
+        q = noised(x0, jax.random.fold_in(rng, 0))
+        loss, metrics = objective.loss(d, apply(q.x_t, q.t, batch["label"]), q)
+        metrics = {"loss": loss, **metrics}
+        k = int(config.eval.vlb_timesteps)
+        if k:
+            t, wt = stratified_vlb_grid(jax.random.fold_in(rng, 1), d.sched.num_timesteps,
+                                        min(k, d.sched.num_timesteps), x0.shape[0])
+            vlb = vlb_bpd(d, apply, x0, batch["label"], jax.random.fold_in(rng, 2), t, wt, clip_x0)
+            metrics["vlb_bpd_est"] = vlb["vlb_bpd"]
+        return metrics
+
+    def final_eval_step(state: TrainState, batch: dict, rng: jax.Array) -> dict:
+        """The full VLB over all T timesteps in bits/dim, `eval.vlb_chunk` timesteps at a time."""
+        x0 = preprocess(batch["image"])
+        chunk = max(1, min(int(config.eval.vlb_chunk), d.sched.num_timesteps))
+        t, wt = full_vlb_grid(d.sched.num_timesteps, chunk, x0.shape[0])
+        return vlb_bpd(d, applier(state.ema_params), x0, batch["label"], rng, jnp.asarray(t),
+                       jnp.asarray(wt), clip_x0)
+
+    @functools.partial(jax.jit, static_argnames=("num", "return_trajectory"))
+    def sample(state: TrainState, rng: jax.Array, num: int, labels: jax.Array | None = None,
+               return_trajectory: bool = False):
+        """`num` uint8 images [N, H, W, C] from the EMA weights with `config.sampler`.
+
+        A class-conditional model draws classes 0, 1, ... in turn unless `labels` [N] is given.
+        """
+        if num_classes and labels is None:
+            labels = jnp.arange(num) % num_classes
+        steps = samplers.make_steps(d, sc.name, int(sc.num_steps), float(sc.eta))
+        model_fn = samplers.guided_model_fn(applier(state.ema_params), labels,
+                                            float(sc.guidance_scale), num_classes, c)
+        k_x, k_z = jax.random.split(rng)
+        x_T = jax.random.normal(k_x, (num, h, w, c))
+        learned = d.variance == "learned" and sc.name == "ddpm"
+        out = samplers.sample_loop(d, model_fn, steps, x_T, k_z, clip_x0, learned,
+                                   return_trajectory)
+        if return_trajectory:
+            return samplers.to_uint8(out[0]), out[1]
+        return samplers.to_uint8(out)
+
+    def evaluate(state: TrainState, test_ds, rng: jax.Array, num_samples: int | None) -> dict:
+        """Sample quality (FID etc.) of `num_samples` samples via `aigc_jax.evaluation`."""
+        from aigc_jax import evaluation  # lazy: heavy, and only --mode=eval needs it
+
+        n = int(num_samples or config.eval.fid_num_samples)
+
+        def sample_fn(num: int, i: int) -> np.ndarray:
+            return np.asarray(jax.device_get(sample(state, jax.random.fold_in(rng, i), num)))
+
+        return evaluation.sample_quality(sample_fn, n, config.data, extractor=config.eval.extractor,
+                                         reference_split="train",
+                                         batch_size=int(config.eval.fid_batch_size))
+
+    return Method(init_state=init_state, train_step=train_step, eval_step=eval_step,
+                  final_eval_step=final_eval_step, sample=sample, evaluate=evaluate)
+
+
+__all__ = ["UNet", "create", "validate"]
