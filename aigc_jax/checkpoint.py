@@ -9,6 +9,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from aigc_jax.errors import UserError
 from aigc_jax.state import TrainState
 
 
@@ -16,6 +17,32 @@ def _abstract(state: TrainState) -> Any:
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
         state)
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _layout(tree: Any) -> dict[str, tuple[int, ...]]:
+    """{path: shape} of a pytree's arrays; paths are comparable across dataclasses and dicts."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ()))
+            for path, leaf in flat}
+
+
+def _check_layout(saved: dict, expected: dict, step: int, directory: str) -> None:
+    """A checkpoint from another model or optimizer config is the user's mistake, not damage:
+    say so and stop, rather than skipping (and so hiding) the run's checkpoints."""
+    if saved == expected:
+        return
+    diff = sorted(set(saved.items()) ^ set(expected.items()))[0][0]
+    raise UserError(
+        f"checkpoint at step {step} in {directory} was written by a different model or optimizer "
+        f"config (first difference at {diff!r}); pass the config it was trained with "
+        "(see config.json in the workdir) or use a new --workdir.")
 
 
 class Checkpointer:
@@ -27,7 +54,8 @@ class Checkpointer:
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save),
-            item_names=("state", "meta"),
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler()},
         )
 
     def all_steps(self) -> list[int]:
@@ -62,6 +90,12 @@ class Checkpointer:
         aside to `checkpoints_unreadable/` (never deleted), so the run resumes from the one before.
         """
         for step in reversed(self.all_steps()):
+            try:
+                saved = _layout(self.manager.item_metadata(step)["state"])
+            except Exception:  # unreadable metadata: treated like any damaged checkpoint below
+                saved = None
+            if saved is not None:
+                _check_layout(saved, _layout(target), step, self.directory)
             try:
                 return self.restore(target, step)
             except Exception as e:  # orbax/tensorstore raise many types for damaged files

@@ -51,6 +51,10 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.train.ema_decay = 0.999
     c.train.nonfinite_policy = "stop"  # stop | skip
     c.train.tensorboard = True
+    c.train.stop_after = 0  # stop (with a checkpoint) at this step, schedule unchanged (0: off)
+
+    c.parallel = ml_collections.ConfigDict()
+    c.parallel.fsdp = 1  # devices per parameter shard; 1 = pure data parallel
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 256

@@ -11,7 +11,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from aigc_jax import config_validation, train
+from aigc_jax import config_validation, parallel, train
 from aigc_jax import logging as metric_logging
 from aigc_jax.errors import UserError
 
@@ -32,6 +32,7 @@ def run(argv: list[str]) -> None:
         raise UserError("--workdir is required.")
     config = FLAGS.config
     metric_logging.quiet_libraries()
+    parallel.maybe_initialize_distributed()  # before anything touches the XLA backend
     config_validation.validate(config)
     logging.info("JAX %s on %d %s device(s), process %d of %d", jax.__version__,
                  jax.device_count(), jax.default_backend(), jax.process_index(),

@@ -1,6 +1,7 @@
 """Device mesh, batch sharding and multi-host start-up: one program for 1 CPU to a pod."""
 
 import os
+from typing import Any
 
 import jax
 import ml_collections
@@ -12,6 +13,7 @@ from jax.sharding import PartitionSpec as P
 from aigc_jax.errors import UserError
 
 DATA_AXIS = "data"
+FSDP_AXIS = "fsdp"
 
 
 def maybe_initialize_distributed() -> None:
@@ -36,20 +38,48 @@ def maybe_initialize_distributed() -> None:
                      jax.device_count())
 
 
-def create_mesh(config: ml_collections.ConfigDict | None = None) -> Mesh:
-    """A 1-D mesh over all devices with axis "data" (data parallel)."""
-    devices = np.asarray(jax.devices())
-    return Mesh(devices.reshape(-1), (DATA_AXIS,))
+def create_mesh(config: ml_collections.ConfigDict | None = None,
+                devices: list | None = None) -> Mesh:
+    """A (data, fsdp) mesh over all devices; `config.parallel.fsdp` sets the fsdp axis size.
+
+    fsdp = 1 is plain data parallelism. Batches are split over both axes; parameters and
+    optimizer state are split over "fsdp" (see `state_shardings`).
+    """
+    devices = np.asarray(jax.devices() if devices is None else devices).reshape(-1)
+    fsdp = int(config.parallel.fsdp) if config is not None and "parallel" in config else 1
+    if fsdp <= 0 or len(devices) % fsdp:
+        raise UserError(f"parallel.fsdp={fsdp} must be a positive divisor of the "
+                        f"{len(devices)} devices.")
+    return Mesh(devices.reshape(len(devices) // fsdp, fsdp), (DATA_AXIS, FSDP_AXIS))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-    """Sharding for arrays every device holds whole (parameters, optimizer state)."""
+    """Sharding for arrays every device holds whole."""
     return NamedSharding(mesh, P())
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Sharding for batches: the leading axis split over "data"."""
-    return NamedSharding(mesh, P(DATA_AXIS))
+    """Sharding for batches: the leading axis split over every device."""
+    return NamedSharding(mesh, P((DATA_AXIS, FSDP_AXIS)))
+
+
+def state_shardings(mesh: Mesh, abstract_state: Any, min_size: int = 2**14) -> Any:
+    """Per-leaf shardings for a state: with an fsdp axis > 1, each large array is split along
+    its largest dimension divisible by the axis size (ZeRO-3 style); the rest is replicated."""
+    n = mesh.shape[FSDP_AXIS]
+
+    def leaf(x: Any) -> NamedSharding:
+        shape = getattr(x, "shape", ())
+        if n == 1 or int(np.prod(shape)) < min_size:
+            return replicated(mesh)
+        for axis in sorted(range(len(shape)), key=lambda i: -shape[i]):
+            if shape[axis] % n == 0:
+                spec = [None] * len(shape)
+                spec[axis] = FSDP_AXIS
+                return NamedSharding(mesh, P(*spec))
+        return replicated(mesh)
+
+    return jax.tree.map(leaf, abstract_state)
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, what: str = "train.batch_size") -> None:
@@ -61,7 +91,7 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = "train.batch_size"
 
 
 def shard_batch(mesh: Mesh, local_batch: dict) -> dict:
-    """Assemble each process's rows into global jax.Arrays sharded along "data"."""
+    """Assemble each process's rows into global jax.Arrays split over the mesh."""
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
             for k, v in local_batch.items()}

@@ -78,11 +78,12 @@ class Run:
         return {k: (tuple(v[0]), v[1]) for k, v in self.info["example_spec"].items()}
 
     def init_state(self) -> TrainState:
-        """Fresh state, compiled with replicated output shardings."""
+        """Fresh state, created directly in its sharded layout (see `state_shardings`)."""
         rng = jax.random.PRNGKey(int(self.config.seed))
-        with self.mesh:
-            return jax.jit(self.method.init_state, out_shardings=self.rep)(
-                rng, self.example_batch())
+        example = self.example_batch()
+        abstract = jax.eval_shape(self.method.init_state, rng, example)
+        self.state_sharding = parallel.state_shardings(self.mesh, abstract)
+        return jax.jit(self.method.init_state, out_shardings=self.state_sharding)(rng, example)
 
     def restore_or_init(self) -> tuple[TrainState, bool]:
         """The newest readable checkpoint if there is one, else a fresh state."""
@@ -204,8 +205,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     start = int(jax.device_get(state.step))
     writer = MetricWriter(workdir, bool(tc.get("tensorboard", True)))
     train_step = jax.jit(guard_nonfinite(run.method.train_step, policy),
-                         in_shardings=(run.rep, parallel.batch_sharding(run.mesh)),
-                         out_shardings=(run.rep, run.rep), donate_argnums=(0,))
+                         in_shardings=(run.state_sharding, parallel.batch_sharding(run.mesh)),
+                         out_shardings=(run.state_sharding, run.rep), donate_argnums=(0,))
+    stop_after = int(tc.stop_after) or num_steps
     stop: dict[str, int | None] = {"signal": None}
 
     def on_sigterm(signum, frame):  # preemption notice: checkpoint at the next step, then exit
@@ -218,10 +220,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     step = start
 
     def every(n: Any) -> bool:
-        return bool(int(n)) and (step % int(n) == 0 or step == num_steps)
+        return bool(int(n)) and (step % int(n) == 0 or step in (num_steps, stop_after))
 
     try:
-        while step < num_steps and stop["signal"] is None:
+        while step < min(num_steps, stop_after) and stop["signal"] is None:
             local = run.train_ds.train_batch(step, batch_size, jax.process_index(),
                                              jax.process_count())
             t0 = time.perf_counter()

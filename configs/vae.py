@@ -46,8 +46,8 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         c.train.checkpoint_every = 1000
         c.train.sample_every = 2000
         c.train.ema_decay = 0.995
-        c.eval.batch_size = 99  # 297 test images = 3 full batches
-        c.eval.final_batch_size = 99
+        c.eval.batch_size = 100  # 300 test images = 3 full batches
+        c.eval.final_batch_size = 100
     elif variant in ("mnist", "mnist_conv", "fashion_mnist"):
         # Burda et al. (2016), one stochastic layer: 784-200-200-50 tanh MLPs, Bernoulli
         # likelihood, dynamic binarization, Adam (eps 1e-4), batch 20 and their learning-rate

@@ -7,10 +7,10 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The tiny digits VAE of conftest.tiny_vae_config, as command-line overrides.
+# The tiny digits VAE of conftest.tiny_vae_config, as command-line overrides. Tuple-valued
+# overrides accumulate when repeated, so `model.hidden` is left to each caller (`tiny_flags`).
 TINY_VAE_FLAGS = [
     "--config=configs/vae.py:digits",
-    "--config.model.hidden=(64,)",
     "--config.train.batch_size=50",
     "--config.train.log_every=10",
     "--config.train.tensorboard=False",
@@ -43,3 +43,8 @@ def tree_digest(path: str) -> dict[str, str]:
             with open(full, "rb") as fh:
                 out[os.path.relpath(full, path)] = hashlib.sha256(fh.read()).hexdigest()
     return out
+
+
+def tiny_flags(hidden: str = "(64,)") -> list[str]:
+    """TINY_VAE_FLAGS plus the hidden layer sizes."""
+    return [*TINY_VAE_FLAGS, f"--config.model.hidden={hidden}"]

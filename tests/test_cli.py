@@ -5,13 +5,13 @@ import os
 
 import numpy as np
 import pytest
-from helpers import TINY_VAE_FLAGS, cli, tree_digest
+from helpers import cli, tiny_flags, tree_digest
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("vae_cli"))
-    r = cli(*TINY_VAE_FLAGS, f"--workdir={workdir}", "--config.train.num_steps=40",
+    r = cli(*tiny_flags(), f"--workdir={workdir}", "--config.train.num_steps=40",
             "--config.train.eval_every=40", "--config.train.checkpoint_every=20",
             "--config.train.sample_every=20")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -32,7 +32,7 @@ def test_train_writes_the_workdir_layout(trained):
 
 
 def test_eval_mode_writes_eval_json(trained):
-    r = cli(*TINY_VAE_FLAGS, f"--workdir={trained}", "--mode=eval")
+    r = cli(*tiny_flags(), f"--workdir={trained}", "--mode=eval")
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.load(open(os.path.join(trained, "eval", "40.json")))
     assert result["step"] == 40
@@ -40,7 +40,7 @@ def test_eval_mode_writes_eval_json(trained):
 
 
 def test_sample_mode_writes_png_and_npz(trained):
-    r = cli(*TINY_VAE_FLAGS, f"--workdir={trained}", "--mode=sample", "--num_samples=10")
+    r = cli(*tiny_flags(), f"--workdir={trained}", "--mode=sample", "--num_samples=10")
     assert r.returncode == 0, r.stderr[-3000:]
     images = np.load(os.path.join(trained, "samples.npz"))["images"]
     assert images.shape == (10, 8, 8, 1) and images.dtype == np.uint8
@@ -59,7 +59,7 @@ def test_sample_mode_writes_png_and_npz(trained):
 ])
 def test_bad_input_is_one_clear_line_and_loses_nothing(trained, args, expected):
     before = tree_digest(trained)
-    r = cli(*TINY_VAE_FLAGS, f"--workdir={trained}", "--config.train.num_steps=80", *args)
+    r = cli(*tiny_flags(), f"--workdir={trained}", "--config.train.num_steps=80", *args)
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     error_lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and expected in error_lines[0], r.stderr[-2000:]
@@ -68,6 +68,6 @@ def test_bad_input_is_one_clear_line_and_loses_nothing(trained, args, expected):
 
 
 def test_eval_on_an_empty_workdir_is_a_clear_error(tmp_path):
-    r = cli(*TINY_VAE_FLAGS, f"--workdir={tmp_path}", "--mode=sample")
+    r = cli(*tiny_flags(), f"--workdir={tmp_path}", "--mode=sample")
     assert r.returncode == 2
     assert "holds no trained run" in r.stderr and "Traceback" not in r.stderr

@@ -7,10 +7,12 @@ import time
 
 import jax
 import numpy as np
+import pytest
 from conftest import tiny_vae_config
-from helpers import TINY_VAE_FLAGS, popen_cli
+from helpers import popen_cli, tiny_flags
 
 from aigc_jax import train
+from aigc_jax.errors import UserError
 
 NUM_STEPS = 800
 
@@ -25,7 +27,7 @@ def _config(num_steps=NUM_STEPS, checkpoint_every=100):
 
 
 def _flags(workdir, num_steps=NUM_STEPS, checkpoint_every=100):
-    return [*TINY_VAE_FLAGS, f"--workdir={workdir}", f"--config.train.num_steps={num_steps}",
+    return [*tiny_flags(), f"--workdir={workdir}", f"--config.train.num_steps={num_steps}",
             f"--config.train.checkpoint_every={checkpoint_every}", "--config.train.log_every=50",
             "--config.train.eval_every=0", "--config.train.sample_every=0"]
 
@@ -54,6 +56,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(killed / "checkpoints" / str(NUM_STEPS))
+    state, found = train.Run(_config(), str(killed)).restore_or_init()
+    assert found and 300 <= int(state.step) < NUM_STEPS  # really resumes mid-run
     resumed = train.train_and_evaluate(_config(), str(killed))
     assert int(resumed.step) == NUM_STEPS
     _assert_same_params(reference, resumed)
@@ -89,3 +93,14 @@ def test_truncated_newest_checkpoint_is_skipped_and_kept(tmp_path):
     assert len(moved) == 1 and moved[0].startswith("600-")
     resumed = train.train_and_evaluate(_config(600, 200), str(workdir))
     _assert_same_params(reference, resumed)
+
+
+def test_checkpoint_from_another_config_is_an_error_not_skipped(tmp_path):
+    train.train_and_evaluate(_config(20, 10), str(tmp_path))
+    other = _config(20, 10)
+    other.model.hidden = (32,)
+    before = sorted(os.listdir(tmp_path / "checkpoints"))
+    with pytest.raises(UserError, match="different model or optimizer config"):
+        train.train_and_evaluate(other, str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+    assert not os.path.exists(str(tmp_path / "checkpoints") + "_unreadable")

@@ -232,7 +232,7 @@ def create_image_dataset(cfg: ml_collections.ConfigDict, split: str, seed: int) 
     source_split = cfg.get("source_split", "train") if holdout > 0 else split
     if name == "digits":
         images, labels, num_classes = load_digits()
-        holdout = holdout or 1 / 6  # 1,500 train / 297 test images
+        holdout = holdout or 1 / 6  # 1,497 train / 300 test images
     elif name == "idx":
         images, labels, num_classes = load_idx(str(cfg.path), source_split)
     elif name == "folder":
