@@ -120,8 +120,12 @@ def test_image_folder_with_class_subfolders(tmp_path):
                                          "train", 0)
     assert ds.image_shape == (16, 16, 3) and ds.num_examples == 18
     assert ds.num_classes == 2 and set(ds.labels) == {0, 1}
+    with pytest.raises(UserError, match="is not a folder of images"):
+        image_data.create_image_dataset(_cfg(name="folder", path=str(tmp_path / "missing")),
+                                        "train", 0)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no images"):
-        image_data.create_image_dataset(_cfg(name="folder", path=str(tmp_path / "cats" / "x")),
+        image_data.create_image_dataset(_cfg(name="folder", path=str(tmp_path / "empty")),
                                         "train", 0)
 
 
