@@ -36,8 +36,8 @@ def save_image_grid(images: np.ndarray, path: str, ncols: int | None = None,
                     scale: int = 0) -> str:
     """Write uint8 [N, H, W, C] images as one PNG grid; small images are upscaled for viewing."""
     grid = make_grid(images, ncols)
-    if not scale:
-        scale = max(1, 256 // max(grid.shape[:2]))
+    if not scale:  # at least 256 px overall and 32 px a tile
+        scale = max(1, 256 // max(grid.shape[:2]), 32 // images.shape[1])
     if scale > 1:
         grid = grid.repeat(scale, 0).repeat(scale, 1)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

@@ -305,6 +305,13 @@ def sample(config: ml_collections.ConfigDict, workdir: str, num_samples: int,
         step = int(jax.device_get(state.step))
         files = run.write_samples(state, step, num_samples, os.path.join(workdir, "samples"),
                                   **kwargs)
+        if run.method.figures is not None and parallel.is_main_process():
+            try:
+                test_ds = run.test_dataset()
+            except UserError as e:  # figures that need data are skipped, not fatal
+                logging.warning("no test data for figures: %s", e)
+                test_ds = None
+            files += run.method.figures(state, test_ds, os.path.join(workdir, "figures"))
         for f in files:
             logging.info("wrote %s", f)
         return files

@@ -39,7 +39,9 @@ class Method:
       (or floats in [-1, 1]), or whatever `write_samples` understands.
     - `write_samples(samples, path_stem) -> files written`: images by default.
     - `evaluate(state, dataset, rng, num_samples) -> dict`: extra `--mode=eval` metrics
-      (IWAE NLL, FID, ...), optional.
+      (FID, ...), optional.
+    - `figures(state, test_dataset_or_None, out_dir) -> files`: extra figures written by
+      `--mode=sample` (reconstructions, interpolations, latent manifold), optional.
     """
 
     init_state: Callable[[jax.Array, Batch], TrainState]
@@ -49,6 +51,7 @@ class Method:
     sample: Callable[..., Any] | None = None
     write_samples: Callable[[Any, str], list[str]] = write_image_samples
     evaluate: Callable[..., dict[str, Any]] | None = None
+    figures: Callable[[TrainState, Any, str], list[str]] | None = None
 
 
 def sample_path(workdir: str, step: int) -> str:

@@ -169,8 +169,11 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
         z = jax.random.normal(rng, (num, latent_dim))
         return decode_mean(ctx, state.ema_params, z)
 
+    def figures(state: TrainState, test_ds, out_dir: str) -> list[str]:
+        return write_figures(ctx, state.ema_params, test_ds, out_dir)
+
     return Method(init_state=init_state, train_step=train_step, eval_step=eval_step,
-                  final_eval_step=final_eval_step, sample=sample)
+                  final_eval_step=final_eval_step, sample=sample, figures=figures)
 
 
 def decode_mean(ctx: VAEContext, params, z: jax.Array) -> jax.Array:
@@ -181,3 +184,54 @@ def decode_mean(ctx: VAEContext, params, z: jax.Array) -> jax.Array:
     else:
         x = (jnp.split(out, 2, axis=-1)[0] + 1.0) / 2.0
     return jnp.clip(jnp.round(x * 255.0), 0, 255).astype(jnp.uint8)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def reconstruct(ctx: VAEContext, params, images: jax.Array) -> jax.Array:
+    """Decode the posterior mean of each image: uint8 [N, H, W, C] -> uint8 [N, H, W, C]."""
+    mu, _ = ctx.model.apply(params, preprocess(images, ctx.likelihood), method=VAE.encode)
+    return decode_mean(ctx, params, mu)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def interpolate(ctx: VAEContext, params, images_a: jax.Array, images_b: jax.Array,
+                num: int) -> jax.Array:
+    """Decode `num` points on the line between posterior means: [P] pairs -> [P, num, H, W, C]."""
+    mu_a, _ = ctx.model.apply(params, preprocess(images_a, ctx.likelihood), method=VAE.encode)
+    mu_b, _ = ctx.model.apply(params, preprocess(images_b, ctx.likelihood), method=VAE.encode)
+    w = jnp.linspace(0.0, 1.0, num)[None, :, None]
+    z = (1.0 - w) * mu_a[:, None] + w * mu_b[:, None]  # [P, num, D]
+    out = decode_mean(ctx, params, z.reshape(-1, z.shape[-1]))
+    return out.reshape(*z.shape[:2], *out.shape[1:])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def latent_manifold(ctx: VAEContext, params, n: int) -> jax.Array:
+    """Kingma & Welling's Fig. 4: decode an n x n grid of a 2-D latent, spaced by the inverse
+    Gaussian CDF of evenly spaced points in (0, 1). Returns uint8 [n * n, H, W, C]."""
+    q = jax.scipy.stats.norm.ppf(jnp.linspace(0.5 / n, 1.0 - 0.5 / n, n))
+    z1, z2 = jnp.meshgrid(q, q[::-1])
+    return decode_mean(ctx, params, jnp.stack([z1.ravel(), z2.ravel()], axis=-1))
+
+
+def write_figures(ctx: VAEContext, params, test_ds, out_dir: str) -> list[str]:
+    """Reconstructions and interpolations of test images, and the manifold for a 2-D latent."""
+    from aigc_jax.plotting import save_image_grid
+
+    files = []
+    latent_dim = ctx.model.encoder.latent_dim
+    if latent_dim == 2:
+        grid = np.asarray(latent_manifold(ctx, params, 20))
+        files.append(save_image_grid(grid, f"{out_dir}/manifold.png", ncols=20))
+    if test_ds is not None:
+        x = test_ds.images[:32]
+        recon = np.asarray(reconstruct(ctx, params, x))
+        pairs = np.concatenate([x[:16].reshape(2, 8, *x.shape[1:]),
+                                recon[:16].reshape(2, 8, *x.shape[1:])], 0)
+        # rows: originals, reconstructions, originals, reconstructions
+        pairs = pairs[[0, 2, 1, 3]].reshape(-1, *x.shape[1:])
+        files.append(save_image_grid(pairs, f"{out_dir}/reconstructions.png", ncols=8))
+        lerp = np.asarray(interpolate(ctx, params, x[:8], x[8:16], 10))
+        files.append(save_image_grid(lerp.reshape(-1, *x.shape[1:]),
+                                     f"{out_dir}/interpolations.png", ncols=10))
+    return files
