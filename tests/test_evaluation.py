@@ -1,7 +1,10 @@
 """Tests for aigc_jax.evaluation: metrics, streaming statistics, extractors, sample_quality."""
 
+import functools
+import http.server
 import json
 import os
+import threading
 
 import chex
 import jax
@@ -199,6 +202,26 @@ def test_inception_loads_pytorch_fid_layout_and_rejects_wrong_files(inception_fi
     np.savez(tmp_path / "broken.npz", **torch_sd)
     with pytest.raises(UserError, match="Mixed_7c"):
         inception.load_variables(str(tmp_path / "broken.npz"))
+
+
+def test_weights_from_url_are_downloaded_once_into_the_cache(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    tree = {"params": {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}}
+    weights_io.save_variables(str(served / "w.msgpack"), tree)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/w.msgpack"
+        cache = str(tmp_path / "cache")
+        chex.assert_trees_all_equal(weights_io.load_variables(url, cache), tree)
+        os.remove(served / "w.msgpack")  # a second load must come from the cache
+        chex.assert_trees_all_equal(weights_io.load_variables(url, cache), tree)
+        with pytest.raises(UserError, match="cannot download"):
+            weights_io.load_variables(url.replace("w.msgpack", "missing.npz"), cache)
+    finally:
+        server.shutdown()
 
 
 def test_extractor_errors_are_user_errors(monkeypatch):

@@ -97,6 +97,6 @@ def load_classifier(name_or_path: str) -> LoadedClassifier:
     with open(meta_path) as f:
         info = json.load(f)
     info["weights_sha256"] = weights_io.file_digest(path)
-    variables = weights_io.load_variables(path)
+    variables = jax.device_put(weights_io.load_variables(path))
     return LoadedClassifier(model_from_info(info), variables, int(info["model"]["input_size"]),
                             info)

@@ -11,6 +11,7 @@ import functools
 import os
 from collections.abc import Callable
 
+import jax
 import numpy as np
 
 from aigc_jax.errors import UserError
@@ -58,9 +59,11 @@ def get_extractor(name: str, inception_weights: str | None = None) -> Extractor:
         if not source:
             raise UserError(
                 "the inception extractor needs FID Inception weights: pass inception_weights="
-                f"PATH_OR_URL or set ${INCEPTION_WEIGHTS_ENV} (see docs/EVALUATION.md).")
+                f"PATH_OR_URL (--inception_weights) or set ${INCEPTION_WEIGHTS_ENV}; "
+                "see docs/EVALUATION.md.")
         path = weights_io.fetch(source) if weights_io.is_url(source) else source
-        variables = inception.load_variables(path)
+        # Copied to the device once, not with every batch (the network is 95 MB).
+        variables = jax.device_put(inception.load_variables(path))
         return Extractor(name, inception.NUM_FEATURES, "fid", "inception_score",
                          weights_io.file_digest(path),
                          functools.partial(inception.apply, variables))
