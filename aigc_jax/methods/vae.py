@@ -108,6 +108,33 @@ def importance_nll(ctx: VAEContext, params, x: jax.Array, rng: jax.Array, k: int
     return -(total - math.log(k))
 
 
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Reject impossible VAE settings with one clear line each."""
+    from aigc_jax.models.vae import ACTIVATIONS
+
+    m = config.model
+    if m.arch not in ("mlp", "conv"):
+        raise UserError(f"config.model.arch={m.arch!r} is unknown; expected 'mlp' or 'conv'.")
+    if m.activation not in ACTIVATIONS:
+        raise UserError(f"config.model.activation={m.activation!r} is unknown; "
+                        f"expected one of {sorted(ACTIVATIONS)}.")
+    sizes = {"model.latent_dim": (m.latent_dim,), "model.hidden": tuple(m.hidden),
+             "model.channels": tuple(m.channels),
+             "num_importance_samples": (config.num_importance_samples,),
+             "eval.iwae_k": (config.eval.iwae_k,), "eval.nll_samples": (config.eval.nll_samples,),
+             "eval.nll_chunk": (config.eval.nll_chunk,)}
+    for key, values in sizes.items():
+        if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
+                             for v in values):
+            raise UserError(f"config.{key}={values if len(values) != 1 else values[0]!r} "
+                            "must be positive integers.")
+    if config.eval.nll_samples % config.eval.nll_chunk:
+        raise UserError(f"config.eval.nll_samples={config.eval.nll_samples} must be a multiple "
+                        f"of eval.nll_chunk={config.eval.nll_chunk}.")
+    if not config.beta >= 0:
+        raise UserError(f"config.beta={config.beta} must be a non-negative number.")
+
+
 def _context(config: ml_collections.ConfigDict, info: dict) -> VAEContext:
     if config.likelihood not in LIKELIHOODS:
         raise UserError(f"config.likelihood={config.likelihood!r} is unknown; "

@@ -1,0 +1,62 @@
+"""Random config overrides get either a valid config or one clear UserError, never a traceback."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from conftest import load_config
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aigc_jax import config_validation, methods
+from aigc_jax.errors import UserError
+
+CONFIGS = [("vae", "digits")]
+INFOS = {"vae": {"image_shape": [8, 8, 1], "num_classes": 10}}
+
+
+def _leaf_keys(config, prefix=""):
+    keys = []
+    for k, v in config.items():
+        if hasattr(v, "items"):
+            keys += _leaf_keys(v, f"{prefix}{k}.")
+        else:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+values = st.one_of(st.integers(-5, 10**6), st.floats(allow_nan=True, allow_infinity=True),
+                   st.sampled_from(["", "bogus", "ddim", "adamw", "iwae", "cosine"]),
+                   st.booleans(), st.tuples(st.integers(-3, 300)))
+
+
+def _set(config, dotted, value):
+    node = config
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = value  # ConfigDict itself rejects a value of the wrong type (TypeError)
+
+
+@pytest.mark.parametrize("name, variant", CONFIGS)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_overrides_validate_or_fail_clearly(name, variant, data):
+    config = load_config(name, variant)
+    keys = _leaf_keys(config)
+    model_keys = [k for k in keys if k.startswith(("model.", "eval.", "train."))]
+    for _ in range(data.draw(st.integers(1, 3))):
+        key = data.draw(st.sampled_from(keys) | st.sampled_from(model_keys))
+        value = data.draw(values)
+        try:
+            _set(config, key, value)
+        except (TypeError, ValueError):
+            continue  # the CLI reports these while parsing flags (see test_cli)
+    try:
+        config_validation.validate(config)
+        method = methods.create(config, INFOS[name])
+        info = INFOS[name]
+        batch = {"image": jax.ShapeDtypeStruct((2, *info["image_shape"]), jnp.uint8),
+                 "label": jax.ShapeDtypeStruct((2,), jnp.int32)}
+        jax.eval_shape(method.init_state, jax.random.PRNGKey(0), batch)  # traces, no compute
+    except UserError as e:
+        assert str(e) and "\n" not in str(e)
