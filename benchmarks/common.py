@@ -1,0 +1,58 @@
+"""Shared benchmark helpers: machine description, timing, config overrides, peak memory."""
+
+import ast
+import datetime
+import os
+import platform
+import resource
+import time
+from typing import Any
+
+import jax
+
+
+def machine() -> str:
+    """Backend and device, e.g. 'cpu x86_64 (2 cores)' or 'gpu NVIDIA H100 80GB HBM3 x1'."""
+    dev = jax.devices()[0]
+    if dev.platform == "cpu":
+        return f"cpu {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    return f"{dev.platform} {dev.device_kind} x{jax.device_count()}"
+
+
+def today() -> str:
+    """The date in ISO format (UTC)."""
+    return datetime.datetime.now(datetime.UTC).date().isoformat()
+
+
+def timed(fn, *args: Any) -> tuple[Any, float]:
+    """(result, seconds) of fn(*args), blocking on the result."""
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - t0
+
+
+def apply_overrides(config, items: list[str]) -> None:
+    """Apply `key.sub=value` overrides (Python literals, else strings) to a ConfigDict."""
+    for item in items:
+        key, value = item.split("=", 1)
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        try:
+            node[leaf] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            node[leaf] = value
+
+
+def peak_memory_mb() -> float:
+    """Peak device memory on accelerators (memory_stats), else the process's peak RSS, in MiB."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_average() -> str:
+    """The 1-minute load average, to show how busy a shared machine was."""
+    return f"{os.getloadavg()[0]:.1f}"

@@ -1,0 +1,1 @@
+"""Config files: `configs/<family>.py:get_config(variant)`."""
