@@ -238,9 +238,10 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
 
     def evaluate(state: TrainState, test_ds, rng: jax.Array, num_samples: int | None) -> dict:
         """Sample quality (FID etc.) of `num_samples` samples via `aigc_jax.evaluation`."""
-        from aigc_jax import evaluation  # lazy: heavy, and only --mode=eval needs it
-
         n = int(num_samples or config.eval.fid_num_samples)
+        if n == 0:  # eval.fid_num_samples = 0 turns sample quality off
+            return {}
+        from aigc_jax import evaluation  # lazy: heavy, and only --mode=eval needs it
 
         def sample_fn(num: int, i: int) -> np.ndarray:
             return np.asarray(jax.device_get(sample(state, jax.random.fold_in(rng, i), num)))

@@ -19,6 +19,7 @@ from aigc_jax.methods.diffusion_schedules import Schedule, extract
 VARIANCES = ("fixed_small", "fixed_large", "learned")
 
 
+@jax.tree_util.register_dataclass  # a pytree, so it can cross jit and scan boundaries
 @dataclasses.dataclass(frozen=True)
 class Noised:
     """One training example batch on the forward process: x_t = q_sample(x0, t, noise)."""
