@@ -19,8 +19,11 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     c.gp_weight = 0.0  # WGAN-GP penalty weight (lambda; Gulrajani et al. use 10)
     c.r1_gamma = 0.0  # R1 penalty: D loss += gamma / 2 * E_real ||grad D||^2
     c.n_critic = 1  # D steps per G step; train.batch_size holds n_critic chunks of real images
-    c.divergence_patience = 1000  # steps with a pinned D loss before the alarm (0: off)
-    c.divergence_tol = 1e-4  # "pinned": |d_loss - previous| <= tol * max(1, |previous|)
+    # Divergence alarm: fires when d_loss was "pinned" (|d_loss - previous| <= tol *
+    # max(1, |previous|)) on at least `fraction` of the last `patience` steps (0: off).
+    c.divergence_patience = 1000
+    c.divergence_fraction = 0.8
+    c.divergence_tol = 1e-4
     c.fixed_noise_seed = 0  # key of the fixed latents behind every sample grid
 
     c.model.arch = "dcgan"  # dcgan | sngan (32x32 ResNet)

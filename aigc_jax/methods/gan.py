@@ -13,6 +13,10 @@ no gradient) on the G step's noise every iteration, so they describe the average
 
 import dataclasses
 import functools
+import glob
+import math
+import os
+import re
 from typing import Any
 
 import jax
@@ -180,26 +184,49 @@ def write_interpolation(ctx: GANContext, state: TrainState, rng: jax.Array, path
     return plotting.save_image_grid(images.reshape(-1, *images.shape[2:]), path, ncols=num_steps)
 
 
-def _report_divergence(streak: jax.Array, d_loss: jax.Array, patience: int) -> None:
+def write_progress(workdir: str, path: str, num: int = 8) -> str | None:
+    """One row per periodic grid `workdir/samples/step_<N>.npz` (the same fixed latents), first
+    `num` images each, oldest on top; None when there are no grids yet."""
+    files = glob.glob(os.path.join(workdir, "samples", "step_*.npz"))
+    steps = sorted(int(re.search(r"step_(\d+)\.npz$", f).group(1)) for f in files)
+    if not steps:
+        return None
+    rows = []
+    for step in steps:
+        with np.load(os.path.join(workdir, "samples", f"step_{step}.npz")) as f:
+            rows.append(f["images"][:num])
+    num = min(len(r) for r in rows)
+    return plotting.save_image_grid(np.concatenate([r[:num] for r in rows]), path, ncols=num)
+
+
+def _report_divergence(count: jax.Array, d_loss: jax.Array, patience: int, tol: float) -> None:
     logging.error(
-        "GAN divergence alarm: the discriminator loss has been pinned at %.6g for %d consecutive "
-        "steps (config.divergence_patience=%d); the step reports loss=NaN so "
-        "train.nonfinite_policy='stop' ends the run and keeps the last good checkpoint.",
-        float(d_loss), int(streak), patience)
+        "GAN divergence alarm: the discriminator loss was pinned (moved by <= %g relative) on %d "
+        "of the last %d steps (config.divergence_patience), latest value %.6g; the step reports "
+        "loss=NaN so train.nonfinite_policy='stop' ends the run and keeps the last good "
+        "checkpoint.", tol, int(count), patience, float(d_loss))
 
 
-def divergence_alarm(alarm: dict, d_loss: jax.Array, patience: int,
-                     tol: float) -> tuple[dict, jax.Array]:
-    """Count steps whose d_loss moved by <= tol * max(1, |previous|); (new counters, fired)."""
-    pinned = jnp.abs(d_loss - alarm["prev_d_loss"]) <= tol * jnp.maximum(
-        1.0, jnp.abs(alarm["prev_d_loss"]))
-    streak = jnp.where(pinned, alarm["pinned_steps"] + 1, 0)
-    fired = (streak >= patience) if patience > 0 else jnp.zeros((), bool)
-    if patience > 0:
-        jax.lax.cond(streak == patience,
-                     lambda: jax.debug.callback(_report_divergence, streak, d_loss, patience),
-                     lambda: None)
-    return {"prev_d_loss": d_loss, "pinned_steps": streak}, fired
+def init_alarm(patience: int) -> dict:
+    """Divergence-alarm counters: the previous d_loss and a ring buffer of pinned flags."""
+    return {"prev_d_loss": jnp.zeros((), jnp.float32),
+            "window": jnp.zeros((max(patience, 1),), jnp.bool_)}
+
+
+def divergence_alarm(alarm: dict, d_loss: jax.Array, step: jax.Array, patience: int,
+                     tol: float, fraction: float) -> tuple[dict, jax.Array, jax.Array]:
+    """A step is pinned if d_loss moved by <= tol * max(1, |previous|); the alarm fires when
+    at least `fraction` of the last `patience` steps were. Returns (counters, fired, count)."""
+    prev = alarm["prev_d_loss"]
+    pinned = jnp.abs(d_loss - prev) <= tol * jnp.maximum(1.0, jnp.abs(prev))
+    window = alarm["window"].at[step % alarm["window"].shape[0]].set(pinned)
+    count = window.sum()
+    if patience <= 0:
+        return {"prev_d_loss": d_loss, "window": window}, jnp.zeros((), bool), count
+    fired = count >= math.ceil(fraction * patience)
+    jax.lax.cond(fired, lambda: jax.debug.callback(_report_divergence, count, d_loss, patience,
+                                                   tol), lambda: None)
+    return {"prev_d_loss": d_loss, "window": window}, fired, count
 
 
 def create(config: ml_collections.ConfigDict, info: dict) -> Method:
@@ -214,6 +241,7 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
     ema_decay = float(config.train.ema_decay)
     gp_weight, r1_gamma = float(config.gp_weight), float(config.r1_gamma)
     patience, tol = int(config.divergence_patience), float(config.divergence_tol)
+    fraction = float(config.divergence_fraction)
     z_dim, nc = ctx.latent_dim, max(ctx.num_classes, 1)
 
     def init_state(rng: jax.Array, batch: dict) -> TrainState:
@@ -227,8 +255,7 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
         model_state = {
             "generator": g_stats, "discriminator": d_vars.get("batch_stats", {}),
             "ema_generator": jax.tree.map(jnp.copy, g_stats),
-            "alarm": {"prev_d_loss": jnp.zeros((), jnp.float32),
-                      "pinned_steps": jnp.zeros((), jnp.int32)}}
+            "alarm": init_alarm(patience)}
         return TrainState(
             step=jnp.zeros((), jnp.int32), params=params,
             opt_state={"generator": g_tx.init(params["generator"]),
@@ -301,7 +328,8 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
         ema_g = ema_update(state.ema_params["generator"], g_params, decay)
         _, ema_stats = generate(ctx, ema_g, ms["ema_generator"], z, y, train=True)
 
-        alarm, fired = divergence_alarm(ms["alarm"], d_aux["d_loss"], patience, tol)
+        alarm, fired, pinned = divergence_alarm(ms["alarm"], d_aux["d_loss"], state.step,
+                                                patience, tol, fraction)
         g_grad_norm = optax.global_norm(g_grads)
         finite_g = jnp.isfinite(g_loss)
         metrics = {
@@ -309,7 +337,7 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
             "loss": jnp.where(fired | ~finite_g, jnp.nan, d_aux.pop("d_total")),
             "g_loss": g_loss, "d_fake_g": d_fake_g, "g_grad_norm": g_grad_norm,
             "grad_norm": jnp.sqrt(g_grad_norm**2 + d_aux["d_grad_norm"]**2),
-            "d_loss_pinned": alarm["pinned_steps"].astype(jnp.float32),
+            "d_loss_pinned": pinned.astype(jnp.float32),  # pinned steps in the window
             "divergence_alarm": fired.astype(jnp.float32), **d_aux}
         new_state = state.replace(
             step=state.step + 1,
@@ -370,6 +398,16 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
                                          reference_split="train", batch_size=batch_size,
                                          cache_dir=str(config.eval.cache_dir) or None)
 
+    def figures(state: TrainState, test_ds: Any, out_dir: str) -> list[str]:
+        """`--mode=sample` extras: latent interpolations and the fixed-noise grids over time."""
+        del test_ds
+        rng = jax.random.PRNGKey(int(config.seed) + 5)
+        files = [write_interpolation(ctx, state, rng, os.path.join(out_dir, "interpolation.png"))]
+        progress = write_progress(os.path.dirname(os.path.abspath(out_dir)),
+                                  os.path.join(out_dir, "progress.png"))
+        return files + ([progress] if progress else [])
+
     return Method(init_state=init_state, train_step=train_step, eval_step=eval_step,
-                  sample=sample, write_samples=write_samples, evaluate=evaluate)
+                  sample=sample, write_samples=write_samples, evaluate=evaluate,
+                  figures=figures)
 
