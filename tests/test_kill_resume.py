@@ -9,7 +9,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_vae_config
+from conftest import load_config, tiny_vae_config
 from helpers import popen_cli, tiny_flags
 
 from aigc_jax import train
@@ -18,7 +18,7 @@ STEPS = 600
 KILLS = 4
 
 
-def _vae_case():
+def _vae_case(tmp_path):
     c = tiny_vae_config(STEPS)
     c.train.checkpoint_every = 25  # frequent saves make kills during a save likely
     c.train.log_every = 25
@@ -30,12 +30,29 @@ def _vae_case():
     return c, flags
 
 
-CASES = {"vae": _vae_case}
+def _gpt_case(tmp_path):
+    """The tiny GPT on a small local text file (AdamW, cosine schedule, windows from the step)."""
+    text = tmp_path / "corpus.txt"
+    text.write_text("".join(f"line {i}: the quick brown fox jumps over {i % 7} lazy dogs.\n"
+                            for i in range(300)))
+    c = load_config("gpt", "tiny")
+    c.data.path = str(text)
+    overrides = {"train.num_steps": STEPS, "train.checkpoint_every": 25, "train.log_every": 25,
+                 "train.eval_every": 0, "train.sample_every": 0, "train.tensorboard": False}
+    for key, value in overrides.items():
+        section, leaf = key.split(".")
+        c[section][leaf] = value
+    flags = ["--config=configs/gpt.py:tiny", f"--config.data.path={text}",
+             *(f"--config.{k}={v}" for k, v in overrides.items())]
+    return c, flags
+
+
+CASES = {"vae": _vae_case, "gpt": _gpt_case}
 
 
 @pytest.mark.parametrize("method", sorted(CASES))
 def test_random_sigkills_then_resume_equal_uninterrupted(tmp_path, method):
-    config, flags = CASES[method]()
+    config, flags = CASES[method](tmp_path)
     reference = train.train_and_evaluate(config, str(tmp_path / "reference"))
     workdir = tmp_path / "killed"
     rng = random.Random(1234)

@@ -30,6 +30,9 @@ PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12,
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raise a UserError for impossible model, data or sampler settings."""
     m, s = config.model, config.sampler
+    for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_multiple"):
+        if int(m[key]) < 1:
+            raise UserError(f"model.{key}={m[key]} must be a positive integer.")
     if m.n_embd % m.n_head:
         raise UserError(f"model.n_embd={m.n_embd} must be a multiple of model.n_head={m.n_head}.")
     if m.position not in POSITIONS:
