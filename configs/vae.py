@@ -23,6 +23,7 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     c.model.channels = (32, 64)
     c.model.latent_dim = 50
     c.model.activation = "tanh"
+    c.model.dtype = "float32"  # compute dtype of hidden layers: float32 | bfloat16 (params f32)
 
     c.eval.iwae_k = 64  # importance samples in the periodic eval
     c.eval.nll_samples = 5000  # --mode=eval: the importance-sampled NLL estimate

@@ -16,10 +16,11 @@ from aigc_jax.methods import vae as vae_method
 INFO = {"image_shape": [8, 8, 1], "num_classes": 10}
 
 
-def _ctx_and_params(likelihood="bernoulli", arch="mlp"):
+def _ctx_and_params(likelihood="bernoulli", arch="mlp", dtype="float32"):
     c = tiny_vae_config()
     c.likelihood = likelihood
     c.model.arch = arch
+    c.model.dtype = dtype
     c.model.channels = (8, 16)
     ctx = vae_method._context(c, INFO)
     x = jax.random.uniform(jax.random.PRNGKey(0), (4, 8, 8, 1))
@@ -80,6 +81,20 @@ def test_shapes_for_each_architecture_and_likelihood():
         images = vae_method.decode_mean(ctx, params, z[0])
         chex.assert_shape(images, (4, 8, 8, 1))
         assert images.dtype == jnp.uint8
+
+
+def test_bfloat16_compute_keeps_float32_parameters_heads_and_likelihood():
+    for likelihood, arch in [("bernoulli", "mlp"), ("discretized_gaussian", "conv")]:
+        ctx, params, x = _ctx_and_params(likelihood, arch, dtype="bfloat16")
+        assert {p.dtype for p in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+        mu, log_sigma, z = vae_method.encode_and_sample(ctx, params, x, jax.random.PRNGKey(0), 2)
+        assert mu.dtype == log_sigma.dtype == jnp.float32
+        ll = vae_method.log_likelihood(ctx, params, z, x)
+        assert ll.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(ll)))
+        # Same parameters, float32 compute: bfloat16 only perturbs the result slightly.
+        ctx32, _, _ = _ctx_and_params(likelihood, arch)
+        ll32 = vae_method.log_likelihood(ctx32, params, z, x)
+        np.testing.assert_allclose(ll, ll32, rtol=0.05)
 
 
 def test_short_digits_run_lowers_test_neg_elbo(tmp_path):

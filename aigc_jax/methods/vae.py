@@ -118,6 +118,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if m.activation not in ACTIVATIONS:
         raise UserError(f"config.model.activation={m.activation!r} is unknown; "
                         f"expected one of {sorted(ACTIVATIONS)}.")
+    if m.dtype not in ("float32", "bfloat16", "float16"):
+        raise UserError(f"config.model.dtype={m.dtype!r} must be float32, bfloat16 or float16.")
     sizes = {"model.latent_dim": (m.latent_dim,), "model.hidden": tuple(m.hidden),
              "model.channels": tuple(m.channels),
              "num_importance_samples": (config.num_importance_samples,),
