@@ -190,6 +190,15 @@ def test_sngan_matches_the_paper_sizes():
     assert 0.9e6 < count(d_vars) < 1.1e6, count(d_vars)
     x_out = jax.eval_shape(lambda: ctx.generator.init_with_output(jax.random.PRNGKey(0), z)[0])
     chex.assert_shape(x_out, (2, 32, 32, 3))
+    # Conditional: per-class BatchNorm gains/biases in G (2 x 6 layers x 10 x 256), projection
+    # embedding in D (10 x 128).
+    c.model.num_classes = 10
+    ctx = gan.make_context(c, {"image_shape": [32, 32, 3], "num_classes": 10})
+    y = jnp.array([3, 7])
+    g_cond = jax.eval_shape(ctx.generator.init, jax.random.PRNGKey(0), z, y)
+    d_cond = jax.eval_shape(ctx.discriminator.init, jax.random.PRNGKey(0), x, y)
+    assert count(d_cond) - count(d_vars) == 10 * 128
+    assert count(g_cond) - count(g_vars) == 6 * 2 * (10 - 1) * 256, count(g_cond) - count(g_vars)
 
 
 def test_spectral_norm_bounds_the_largest_singular_value():
@@ -283,31 +292,22 @@ def test_n_critic_discriminator_steps_per_generator_step(stepped):
     assert counts(state1.opt_state["generator"]) == {1}  # ...per G update
 
 
-def test_conditional_generators_and_projection_discriminator_use_the_labels():
-    c = load_config("gan", "cifar10_sngan")
-    c.model.num_classes = 10
-    c.model.g_channels = 8
-    ctx = gan.make_context(c, {"image_shape": [32, 32, 3], "num_classes": 10})
-    z = jax.random.normal(jax.random.PRNGKey(0), (2, 128))
+def test_label_embedding_generator_and_projection_discriminator_use_the_labels():
+    g = DCGANGenerator((8, 8, 1), 8, num_classes=10)
     d = DCGANDiscriminator(8, num_classes=10, spectral_norm=True, batch_norm=False)
+    z = jax.random.normal(jax.random.PRNGKey(0), (2, 16))
     x = jax.random.uniform(jax.random.PRNGKey(3), (2, 8, 8, 1), minval=-1, maxval=1)
 
     @jax.jit
-    def run(y):  # SNGAN G in inference mode (examples independent); D on the same images x
-        g_vars = ctx.generator.init(jax.random.PRNGKey(1), z, y, train=False)
-        # Class gains start at 1 and biases at 0 (all classes alike): perturb them.
-        g_params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(4),
-                                                                      p.shape), g_vars["params"])
+    def run(y):  # G in inference mode (examples independent); D on the same images x
+        g_vars = g.init(jax.random.PRNGKey(1), z, y, train=False)
         d_vars = d.init(jax.random.PRNGKey(2), x, y, update_stats=False)
-        return (gan.generate(ctx, g_params, g_vars["batch_stats"], z, y)[0],
-                d.apply(d_vars, x, y, update_stats=False))
+        return g.apply(g_vars, z, y, train=False), d.apply(d_vars, x, y, update_stats=False)
 
     x0, logits0 = run(jnp.array([0, 1]))
     x1, logits1 = run(jnp.array([5, 1]))
-    chex.assert_shape(x0, (2, 32, 32, 3))
-    chex.assert_shape(logits0, (2,))
     # Changing example 0's label changes its image and its projection logit, not example 1's.
-    assert not np.allclose(x0[0], x1[0]) and np.allclose(x0[1], x1[1], atol=1e-5)
+    assert not np.allclose(x0[0], x1[0]) and np.allclose(x0[1], x1[1], atol=1e-6)
     assert not np.isclose(logits0[0], logits1[0]) and np.isclose(logits0[1], logits1[1])
 
 
@@ -389,6 +389,7 @@ def test_divergence_alarm_stops_with_last_good_checkpoint(tmp_path, caplog):
     c.divergence_patience = 20
     c.train.checkpoint_every = 10
     c.train.log_every = 10
+    c.train.sample_every = 0
     caplog.set_level(pylogging.ERROR)
     with pytest.raises(train.NonFiniteLoss, match="last good checkpoint"):
         train.train_and_evaluate(c, str(tmp_path))
