@@ -99,6 +99,10 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
     schedule = create_schedule(opt_cfg, num_steps)
     ema_decay = float(config.train.ema_decay)
     tokens_per_step = int(config.train.batch_size) * gcfg.block_size
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                            jnp.zeros((1, gcfg.block_size), jnp.int32))
+    counts = count_params(shapes)
+    flops_per_step = flops_per_token(gcfg, counts["non_embedding"]) * tokens_per_step
     sc = SamplerConfig(**{k: type(v)(config.sampler[k]) for k, v in
                           SamplerConfig().__dict__.items()})
 
@@ -131,7 +135,9 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
             loss, grads = jax.tree.map(lambda x: x / accum, (loss, grads))
         metrics = {"loss": loss, "grad_norm": global_norm(grads),
                    "learning_rate": schedule(state.step),
-                   "tokens_per_step": jnp.asarray(tokens_per_step, jnp.float32)}
+                   # Constants, so tokens/s and MFU follow from the loop's steps_per_sec.
+                   "tokens_per_step": jnp.asarray(tokens_per_step, jnp.float32),
+                   "flops_per_step": jnp.asarray(flops_per_step, jnp.float32)}
         return apply_gradients(state, grads, tx, ema_decay), metrics
 
     def eval_step(state: TrainState, batch: dict, rng: jax.Array) -> dict:
@@ -153,9 +159,9 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
         logging.info("wrote %d samples to %s", len(texts), path)
         return [path]
 
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                            jnp.zeros((1, gcfg.block_size), jnp.int32))
-    counts = count_params(shapes)
+    peak = peak_flops(config)
+    logging.info("MFU = steps_per_sec x flops_per_step (%.3g) / peak FLOP/s (%s)",
+                 flops_per_step, f"{peak:.3g}" if peak else "unknown: set config.peak_flops")
     logging.info("GPT %d layers, %d heads, %d dims, vocab %d: %.2fM parameters (%.2fM without "
                  "position embeddings, as nanoGPT counts); %.3g training FLOPs/token",
                  gcfg.n_layer, gcfg.n_head, gcfg.n_embd, gcfg.vocab_size, counts["total"] / 1e6,
