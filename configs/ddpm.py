@@ -86,8 +86,8 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         c.train.checkpoint_every = 1000
         c.train.sample_every = 1000
         c.train.ema_decay = 0.995
-        c.eval.batch_size = 99  # 297 test images = 3 full batches
-        c.eval.final_batch_size = 99
+        c.eval.batch_size = 100  # 300 test images = 3 full batches
+        c.eval.final_batch_size = 100
         c.eval.vlb_timesteps = 10
         c.eval.vlb_chunk = 20
         c.eval.extractor = "digits"
