@@ -109,3 +109,17 @@ def to_host(tree):
     from jax.experimental import multihost_utils
 
     return multihost_utils.process_allgather(tree, tiled=True)
+
+
+# Dense peak FLOP/s by `jax.Device.device_kind` substring, for MFU (bf16 for accelerators).
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12,
+              "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5p": 459e12, "TPU v6": 918e12}
+
+
+def peak_flops(config: ml_collections.ConfigDict, device: jax.Device | None = None) -> float:
+    """FLOP/s of all devices for MFU: `config.peak_flops` when set, else the device-kind table
+    entry times the device count (0.0 when unknown, e.g. on CPUs)."""
+    if float(config.get("peak_flops", 0.0)) > 0:
+        return float(config.peak_flops)
+    kind = (device or jax.devices()[0]).device_kind
+    return next((v for k, v in PEAK_FLOPS.items() if k in kind), 0.0) * jax.device_count()

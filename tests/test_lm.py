@@ -280,6 +280,7 @@ def trained(text_file, tmp_path_factory):
     c = _tiny_config(text_file, num_steps=40, log_every=10, eval_every=20,
                      checkpoint_every=20, sample_every=0)
     c.optimizer.learning_rate, c.optimizer.min_lr = 1e-2, 1e-3  # visible progress in 40 steps
+    c.peak_flops = 1e12  # a stated peak, so the logs carry MFU on a CPU too
     final = jax.device_get(train.train_and_evaluate(c, workdir))
     metrics = read_metrics(workdir)
     resumed_dir = str(tmp_path_factory.mktemp("gpt_resumed"))
@@ -297,6 +298,9 @@ def test_short_training_lowers_the_loss(trained):
     assert evals[-1] < math.log(len(set(_corpus()))) - 0.3, evals
     rows = [r for r in metrics if r["split"] == "train"]
     assert all(r["tokens_per_step"] == 8 * 16 and r["flops_per_step"] > 0 for r in rows)
+    for r in rows:  # tokens/s and MFU are logged, and follow from steps/s
+        assert r["tokens_per_sec"] == pytest.approx(r["steps_per_sec"] * 8 * 16)
+        assert r["mfu"] == pytest.approx(r["steps_per_sec"] * r["flops_per_step"] / 1e12)
 
 
 def test_resume_gives_the_same_parameters(trained):

@@ -19,12 +19,10 @@ from aigc_jax.methods.base import Method
 from aigc_jax.methods.lm_sampling import SamplerConfig, generate
 from aigc_jax.models.gpt import GPT, POSITIONS, config_from, count_params, flops_per_token
 from aigc_jax.optim import create_optimizer, create_schedule
+from aigc_jax.parallel import peak_flops
 from aigc_jax.state import TrainState, apply_gradients, create_state, global_norm, step_rng
 
 SAMPLE_SEPARATOR = "\n" + "-" * 40 + "\n"
-# Dense peak FLOP/s by `jax.Device.device_kind` substring, for MFU (bf16 for accelerators).
-PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12,
-              "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5p": 459e12, "TPU v6": 918e12}
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -56,14 +54,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """Next-token negative log-likelihood in nats: logits [B, T, V], targets [B, T] -> [B, T]."""
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-
-
-def peak_flops(config: ml_collections.ConfigDict, device: jax.Device | None = None) -> float:
-    """`config.peak_flops` when set, else the table entry for this device kind (0: unknown)."""
-    if float(config.get("peak_flops", 0.0)) > 0:
-        return float(config.peak_flops)
-    kind = (device or jax.devices()[0]).device_kind
-    return next((v for k, v in PEAK_FLOPS.items() if k in kind), 0.0) * jax.device_count()
 
 
 def throughput(steps_per_sec: float, tokens_per_step: int, flops_token: float,
