@@ -66,7 +66,7 @@ def write_tables(results: dict) -> None:
              "|---|" + "---|" * len(etas)]
     for s in results["steps"]:
         cells = [results["fd"].get(f"S={s},eta={e:g}") for e in etas]
-        lines.append(f"| {s} | " + " | ".join("" if v is None else f"{v:.2f}" for v in cells)
+        lines.append(f"| {s} | " + " | ".join("not run" if v is None else f"{v:.2f}" for v in cells)
                      + " |")
     if results.get("test_fd") is not None:
         lines += ["", f"For scale: the {results['test_count']} real digits test images against "
