@@ -77,20 +77,27 @@ class Run:
         """Per-example shapes and dtypes of a batch, from the data info."""
         return {k: (tuple(v[0]), v[1]) for k, v in self.info["example_spec"].items()}
 
-    def init_state(self) -> TrainState:
-        """Fresh state, created directly in its sharded layout (see `state_shardings`)."""
+    def abstract_state(self) -> TrainState:
+        """Shapes, dtypes and shardings of the state, traced without compute (see
+        `state_shardings`): the restore target, so resuming compiles no initializer."""
         rng = jax.random.PRNGKey(int(self.config.seed))
-        example = self.example_batch()
-        abstract = jax.eval_shape(self.method.init_state, rng, example)
+        abstract = jax.eval_shape(self.method.init_state, rng, self.example_batch())
         self.state_sharding = parallel.state_shardings(self.mesh, abstract)
-        return jax.jit(self.method.init_state, out_shardings=self.state_sharding)(rng, example)
+        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            abstract, self.state_sharding)
+
+    def init_state(self) -> TrainState:
+        """Fresh state, created directly in its sharded layout."""
+        rng = jax.random.PRNGKey(int(self.config.seed))
+        self.abstract_state()
+        return jax.jit(self.method.init_state, out_shardings=self.state_sharding)(
+            rng, self.example_batch())
 
     def restore_or_init(self) -> tuple[TrainState, bool]:
         """The newest readable checkpoint if there is one, else a fresh state."""
-        state = self.init_state()
-        restored = self.ckpt.restore_latest(state)
+        restored = self.ckpt.restore_latest(self.abstract_state())
         if restored is None:
-            return state, False
+            return self.init_state(), False
         state, meta = restored
         logging.info("resumed from step %d (data position %d)", int(state.step),
                      meta.get("data_position", -1))
