@@ -1,5 +1,7 @@
 """Random config overrides get either a valid config or one clear UserError, never a traceback."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -39,6 +41,8 @@ def _leaf_keys(config, prefix=""):
     return keys
 
 
+# A deeper search: AIGC_HYPOTHESIS_EXAMPLES=400 pytest tests/test_config_validation.py
+EXAMPLES = int(os.environ.get("AIGC_HYPOTHESIS_EXAMPLES", 30))
 values = st.one_of(st.integers(-5, 10**6), st.floats(allow_nan=True, allow_infinity=True),
                    st.sampled_from(["", "bogus", "ddim", "adamw", "iwae", "cosine"]),
                    st.booleans(), st.tuples(st.integers(-3, 300)))
@@ -53,7 +57,7 @@ def _set(config, dotted, value):
 
 
 @pytest.mark.parametrize("name, variant", CONFIGS)
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_random_overrides_validate_or_fail_clearly(name, variant, data):
     config = load_config(name, variant)

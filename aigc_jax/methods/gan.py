@@ -30,6 +30,7 @@ from aigc_jax import plotting
 from aigc_jax.errors import UserError
 from aigc_jax.methods.base import Method, write_image_samples
 from aigc_jax.methods.gan_losses import LOSSES, GANLoss, gradient_penalty, r1_penalty
+from aigc_jax.models import dcgan
 from aigc_jax.models.dcgan import CONV_IMPLS, DCGANDiscriminator, DCGANGenerator
 from aigc_jax.models.sngan import SNGANDiscriminator, SNGANGenerator
 from aigc_jax.optim import create_optimizer
@@ -66,6 +67,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.model.conv_impl not in CONV_IMPLS:
         raise UserError(f"config.model.conv_impl={config.model.conv_impl!r} is unknown; "
                         f"expected one of {CONV_IMPLS}.")
+    m = config.model
+    for key in ("latent_dim", "g_channels", "d_channels", "embed_dim", "min_side"):
+        if int(m[key]) < 1:
+            raise UserError(f"config.model.{key}={m[key]} must be a positive integer.")
+    if int(m.num_classes) < 0:
+        raise UserError(f"config.model.num_classes={m.num_classes} must not be negative.")
     n_critic = int(config.n_critic)
     if n_critic < 1 or int(config.train.batch_size) % n_critic:
         raise UserError(f"config.train.batch_size={config.train.batch_size} must be a positive "
@@ -89,6 +96,9 @@ def make_context(config: ml_collections.ConfigDict, info: dict) -> GANContext:
         raise UserError(f"config.model.num_classes={num_classes} does not match the dataset's "
                         f"{info.get('num_classes', 0)} classes (0 trains unconditionally).")
     if m.arch == "dcgan":
+        if dcgan.num_upsamplings(shape[0], int(m.min_side))[0] < 1:
+            raise UserError(f"DCGAN needs an even image side above config.model.min_side="
+                            f"{m.min_side} (a stride-2 stage); the data is {shape[0]}x{shape[1]}.")
         g = DCGANGenerator(shape, int(m.g_channels), num_classes, int(m.embed_dim),
                            int(m.min_side), m.conv_impl)
         d = DCGANDiscriminator(int(m.d_channels), num_classes, m.d_norm == "spectral",

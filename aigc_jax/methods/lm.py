@@ -25,6 +25,9 @@ from aigc_jax.state import TrainState, apply_gradients, create_state, global_nor
 SAMPLE_SEPARATOR = "\n" + "-" * 40 + "\n"
 
 
+ATTENTION_IMPLS = ("", "xla", "cudnn")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raise a UserError for impossible model, data or sampler settings."""
     m, s = config.model, config.sampler
@@ -39,6 +42,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"RoPE needs an even head size; n_embd / n_head = {m.n_embd // m.n_head}.")
     if m.dtype not in ("float32", "bfloat16", "float16"):
         raise UserError(f"model.dtype={m.dtype!r} must be float32, bfloat16 or float16.")
+    if m.attention_impl not in ATTENTION_IMPLS:
+        raise UserError(f"model.attention_impl={m.attention_impl!r} is unknown; expected one of "
+                        f"{ATTENTION_IMPLS} ('': jax picks).")
+    if m.attention_impl == "cudnn" and jax.default_backend() != "gpu":
+        raise UserError(f"model.attention_impl='cudnn' needs a GPU; this run is on "
+                        f"{jax.default_backend()}. Use '' or 'xla'.")
     if config.data.tokenizer not in tokenizers.KINDS:
         raise UserError(f"data.tokenizer={config.data.tokenizer!r} is unknown; expected one of "
                         f"{tokenizers.KINDS}.")
