@@ -7,6 +7,7 @@ import chex
 import jax
 import jax.extend
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from conftest import load_config
@@ -361,3 +362,17 @@ def test_eval_mode_full_vlb_is_finite_and_positive(trained):
     assert results["vlb_bpd"] < 8.0  # better than uniform over 256 values
     # The stratified estimate targets the same sum (different noise; loose agreement).
     assert abs(results["vlb_bpd_est"] - results["vlb_bpd"]) < 0.5 * results["vlb_bpd"]
+
+
+def test_eval_sample_quality_records_the_sampler(trained):
+    c, workdir, _ = trained
+    c = ml_collections.ConfigDict(c.to_dict())
+    c.eval.fid_num_samples, c.eval.fid_batch_size, c.eval.vlb_timesteps = 40, 20, 0
+    c.eval.num_batches = 1
+    c.sampler.name, c.sampler.num_steps, c.sampler.eta = "ddim", 5, 0.5
+    results = train.evaluate(c, workdir)
+    assert np.isfinite(results["fd_digits"]) and results["fd_digits"] >= 0
+    p = results["protocol"]
+    assert (p["weights"], p["sampler"], p["sampler_steps"], p["sampler_eta"]) == (
+        "ema", "ddim", 5, 0.5)
+    assert p["num_samples"] == 40 and p["num_timesteps"] == 50

@@ -49,6 +49,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.diffusion.variance == "learned" and not learns:
         raise UserError(f"config.diffusion.variance='learned' needs an objective that learns "
                         f"it (hybrid), not config.objective={config.objective!r}.")
+    m = config.model
+    mult = tuple(m.ch_mult) if isinstance(m.ch_mult, (tuple, list)) else (m.ch_mult,)
+    if int(m.ch) < 1 or not mult or min(int(k) for k in mult) < 1:
+        raise UserError(f"config.model.ch={m.ch} and every entry of model.ch_mult={m.ch_mult} "
+                        "must be positive.")
+    if int(m.num_res_blocks) < 1 or int(m.num_classes) < 0:
+        raise UserError(f"config.model.num_res_blocks={m.num_res_blocks} must be positive and "
+                        f"model.num_classes={m.num_classes} must not be negative.")
+    if not 0.0 <= float(m.dropout) < 1.0:
+        raise UserError(f"config.model.dropout={m.dropout} must be in [0, 1).")
     if int(config.diffusion.num_timesteps) < 1:
         raise UserError(f"config.diffusion.num_timesteps={config.diffusion.num_timesteps} "
                         "must be positive.")
@@ -246,9 +256,18 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
         def sample_fn(num: int, i: int) -> np.ndarray:
             return np.asarray(jax.device_get(sample(state, jax.random.fold_in(rng, i), num)))
 
-        return evaluation.sample_quality(sample_fn, n, config.data, extractor=config.eval.extractor,
-                                         reference_split="train",
-                                         batch_size=int(config.eval.fid_batch_size))
+        results = evaluation.sample_quality(sample_fn, n, config.data,
+                                            extractor=config.eval.extractor,
+                                            reference_split="train",
+                                            batch_size=int(config.eval.fid_batch_size))
+        results["protocol"].update(  # how the samples were drawn, so scores can be compared
+            weights="ema", sampler=sc.name, sampler_steps=len(samplers.sampler_timesteps(
+                d.sched.num_timesteps, int(sc.num_steps))),
+            sampler_eta=float(sc.eta) if sc.name == "ddim" else None,
+            guidance_scale=float(sc.guidance_scale),
+            clip_x0=bool(clip_x0), objective=config.objective,
+            schedule=config.diffusion.schedule, num_timesteps=d.sched.num_timesteps)
+        return results
 
     return Method(init_state=init_state, train_step=train_step, eval_step=eval_step,
                   final_eval_step=final_eval_step, sample=sample, evaluate=evaluate)
