@@ -23,9 +23,12 @@ demo: $(BIN)/.installed
 	@echo "demo done: see $(DEMO_DIR)/samples/, $(DEMO_DIR)/samples.png, $(DEMO_DIR)/metrics.jsonl and $(DEMO_DIR)/eval/"
 
 # pytest exits 5 when it collects no tests: that is a broken suite, not a pass.
+# One pytest worker per core (at most 4), whole files per worker so module fixtures run once.
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, max(1, os.cpu_count() or 1)))")
 test: $(BIN)/.installed
 	$(BIN)/ruff check aigc_jax configs tests benchmarks experiments
-	$(BIN)/python -m pytest tests -p no:cacheprovider; status=$$?; \
+	$(BIN)/python -m pytest tests -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile; \
+	status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$status
 
 lint: $(BIN)/.installed
