@@ -7,8 +7,8 @@ DDIM sub-sequence length S in --steps and every eta in --etas, draws --num_sampl
 the same x_T noise and reports the Frechet distance in the features of the bundled digits
 classifier (`aigc_jax.evaluation.sample_quality`, extractor "digits") against the digits train
 split. S = 1000 with eta = 1 is DDPM's ancestral sampler (fixed small variance). Writes
-results.json and results.md next to this file, after every cell (so a cut-off run keeps its
-finished cells).
+results.json and results.md next to this file, after every cell; a later run on the same
+checkpoint and --num_samples keeps those cells and computes only the missing ones.
 """
 
 import argparse
@@ -98,6 +98,16 @@ def main() -> None:
                "num_samples": args.num_samples, "extractor": "digits",
                "reference_split": "train", "steps": steps_list, "etas": etas, "fd": {},
                "kid": {}, "seconds": {}, "command": " ".join(["python"] + sys.argv)}
+    previous = os.path.join(HERE, "results.json")
+    if os.path.exists(previous):  # keep the finished cells of a run on the same model and N
+        with open(previous) as f:
+            old = json.load(f)
+        if (old.get("checkpoint_step"), old.get("num_samples")) == (int(state.step),
+                                                                    args.num_samples):
+            for k in ("fd", "kid", "seconds"):
+                results[k] = old.get(k, {})
+            results["steps"] = sorted(set(old.get("steps", [])) | set(steps_list))
+            results["etas"] = sorted(set(old.get("etas", [])) | set(etas))
     test_images = np.asarray(data_lib.create_dataset(config, "test").images)
     q = evaluation.sample_quality(lambda num, i: test_images[i * num:(i + 1) * num],
                                   len(test_images), config.data, extractor="digits",
@@ -106,6 +116,8 @@ def main() -> None:
     t_all = time.time()
     for s in steps_list:
         for eta in etas:
+            if f"S={s},eta={eta:g}" in results["fd"]:
+                continue  # computed by an earlier run on this model and N
             t0 = time.time()
             tables = samplers.make_steps(d, "ddim", s, eta)
             tables = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), tables)._replace(
