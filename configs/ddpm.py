@@ -61,6 +61,7 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     c.eval.extractor = "inception"  # digits | mnist | inception (sample quality, --mode=eval)
     c.eval.fid_num_samples = 50_000  # --mode=eval sample-quality N (0: off)
     c.eval.fid_batch_size = 250
+    c.eval.cache_dir = ""  # reference statistics cache ("": ~/.cache/aigc_jax/reference)
 
     if variant in ("digits", "digits_cond"):
         # sklearn's 8x8 digits resized to 16x16; a 0.6M-parameter UNet (16, 32, 64 channels

@@ -357,6 +357,7 @@ def test_short_digits_run_moves_samples_toward_the_data(digits_run):
     before = run.method.evaluate(initial, None, key, 500)
     after = run.method.evaluate(state, None, key, 500)
     assert after["protocol"]["extractor"] == "digits"
+    assert after["protocol"]["weights"] == "ema generator"
     assert after["fd_digits"] < 0.5 * before["fd_digits"], (before["fd_digits"],
                                                             after["fd_digits"])
     rows = read_metrics(workdir)

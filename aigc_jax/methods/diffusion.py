@@ -259,7 +259,8 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
         results = evaluation.sample_quality(sample_fn, n, config.data,
                                             extractor=config.eval.extractor,
                                             reference_split="train",
-                                            batch_size=int(config.eval.fid_batch_size))
+                                            batch_size=int(config.eval.fid_batch_size),
+                                            cache_dir=str(config.eval.get("cache_dir", "")) or None)
         results["protocol"].update(  # how the samples were drawn, so scores can be compared
             weights="ema", sampler=sc.name, sampler_steps=len(samplers.sampler_timesteps(
                 d.sched.num_timesteps, int(sc.num_steps))),

@@ -403,10 +403,13 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
             y = jax.random.randint(jax.random.fold_in(key, 1), (n,), 0, nc)
             return np.asarray(sample_batch(state, key, y))
 
-        return evaluation.sample_quality(sample_fn, num, config.data,
-                                         extractor=str(config.eval.extractor),
-                                         reference_split="train", batch_size=batch_size,
-                                         cache_dir=str(config.eval.cache_dir) or None)
+        results = evaluation.sample_quality(sample_fn, num, config.data,
+                                            extractor=str(config.eval.extractor),
+                                            reference_split="train", batch_size=batch_size,
+                                            cache_dir=str(config.eval.cache_dir) or None)
+        results["protocol"].update(weights="ema generator", loss=config.loss,
+                                   labels="uniform random" if nc else "none")
+        return results
 
     def figures(state: TrainState, test_ds: Any, out_dir: str) -> list[str]:
         """`--mode=sample` extras: latent interpolations and the fixed-noise grids over time."""

@@ -22,6 +22,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from aigc_jax import plotting, train  # noqa: E402
+from benchmarks.common import apply_overrides  # noqa: E402
 from configs import ddpm  # noqa: E402
 
 
@@ -45,9 +46,13 @@ def main() -> None:
     p.add_argument("--cols", type=int, default=11)
     p.add_argument("--num_grid", type=int, default=100)
     p.add_argument("--prefix", default="digits")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, as --config.KEY=VALUE on the CLI (repeatable); must "
+                        "match the overrides the run in --workdir was trained with")
     args = p.parse_args()
 
     config = ddpm.get_config(args.variant)
+    apply_overrides(config, args.set)
     config.sampler.name, config.sampler.num_steps, config.sampler.eta = "ddpm", 0, 0.0
     t0 = time.time()
     if args.train:
