@@ -14,7 +14,7 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 
 install: $(BIN)/.installed
 
-# Trains the VAE on scikit-learn's bundled digits (offline, about a minute on 2 CPU cores),
+# Trains the VAE on scikit-learn's bundled digits (offline, under a minute on 2 quiet CPU cores),
 # then evaluates (ELBO and the k=5000 importance-sampled NLL) and samples from the prior.
 demo: $(BIN)/.installed
 	$(BIN)/python -m aigc_jax.main --config=configs/vae.py:digits --workdir=$(DEMO_DIR)
