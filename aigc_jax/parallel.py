@@ -123,3 +123,12 @@ def peak_flops(config: ml_collections.ConfigDict, device: jax.Device | None = No
         return float(config.peak_flops)
     kind = (device or jax.devices()[0]).device_kind
     return next((v for k, v in PEAK_FLOPS.items() if k in kind), 0.0) * jax.device_count()
+
+
+def throughput(steps_per_sec: float, tokens_per_step: float, flops_per_step: float,
+               peak: float) -> dict[str, float]:
+    """tokens/s from steps/s, and model FLOPs utilisation when the peak FLOP/s is known (> 0)."""
+    out = {"tokens_per_sec": steps_per_sec * tokens_per_step}
+    if peak > 0:
+        out["mfu"] = steps_per_sec * flops_per_step / peak
+    return out

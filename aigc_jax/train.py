@@ -163,17 +163,6 @@ def _checkpoint_meta(config: ml_collections.ConfigDict, step: int) -> dict[str, 
     return {"step": step, "data_position": step, "config": config.to_dict()}
 
 
-def _throughput(mean: dict[str, float], peak: float) -> dict[str, float]:
-    """tokens/s and MFU from steps/s, for methods whose metrics carry `tokens_per_step` and
-    `flops_per_step` (model FLOPs of one step, all devices); MFU needs a known peak."""
-    out = {}
-    if "tokens_per_step" in mean:
-        out["tokens_per_sec"] = mean["steps_per_sec"] * mean["tokens_per_step"]
-    if "flops_per_step" in mean and peak > 0:
-        out["mfu"] = mean["steps_per_sec"] * mean["flops_per_step"] / peak
-    return out
-
-
 def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
     stacked = jax.device_get(history)
     out = {k: float(np.mean([h[k] for h in stacked])) for k in stacked[0]}
@@ -262,7 +251,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             if log_now:
                 history = []
                 mean["steps_per_sec"] = progress.rate(step)
-                mean.update(_throughput(mean, peak))
+                if "tokens_per_step" in mean:  # methods that report tokens and FLOPs per step
+                    mean.update(parallel.throughput(mean["steps_per_sec"],
+                                                    mean["tokens_per_step"],
+                                                    mean["flops_per_step"], peak))
                 progress.line(step, mean)
                 writer.write(step, "train", mean)
             if every(tc.eval_every):

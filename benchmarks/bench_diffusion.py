@@ -11,19 +11,19 @@ Prints one Markdown table row with the machine, the date and the 1-minute load a
 import argparse
 import os
 import sys
-import time
 
 import jax
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from aigc_jax import methods  # noqa: E402
 from aigc_jax.models.unet import count_params  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     apply_overrides,
+    compile_train_step,
     load_average,
     machine,
     peak_memory_mb,
+    random_image_batches,
     timed,
     today,
 )
@@ -61,14 +61,9 @@ def main() -> None:
     shape, b = SHAPES[args.variant], int(config.train.batch_size)
     method = methods.create(config, {"kind": "image", "image_shape": list(shape),
                                      "num_classes": 10})
-    rng = np.random.default_rng(0)
-    batches = [{"image": rng.integers(0, 256, (b, *shape), dtype=np.uint8),
-                "label": rng.integers(0, 10, b).astype(np.int32)} for _ in range(4)]
+    batches = random_image_batches(shape, b, 4)
     state = jax.jit(method.init_state)(jax.random.PRNGKey(0), batches[0])
-    step = jax.jit(method.train_step, donate_argnums=0)
-    t0 = time.perf_counter()
-    compiled = step.lower(state, batches[0]).compile()
-    compile_train = time.perf_counter() - t0
+    compiled, compile_train = compile_train_step(method, state, batches[0])
     (state, _), _ = timed(compiled, state, batches[0])  # warm-up
     t_total = 0.0
     for i in range(args.steps):

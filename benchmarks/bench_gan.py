@@ -15,16 +15,17 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from aigc_jax import methods  # noqa: E402
 from aigc_jax.models.dcgan import resolve_impl  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     apply_overrides,
+    compile_train_step,
     load_average,
     machine,
     peak_memory_mb,
+    random_image_batches,
     timed,
     today,
 )
@@ -53,14 +54,9 @@ def main() -> None:
     apply_overrides(config, args.set)
     shape, b = SHAPES[args.variant], int(config.train.batch_size)
     method = methods.create(config, {"image_shape": list(shape), "num_classes": 10})
-    rng = np.random.default_rng(0)
-    batches = [{"image": rng.integers(0, 256, (b, *shape), dtype=np.uint8),
-                "label": rng.integers(0, 10, b).astype(np.int32)} for _ in range(2)]
+    batches = random_image_batches(shape, b, 2)
     state = jax.jit(method.init_state)(jax.random.PRNGKey(0), batches[0])
-
-    t0 = time.perf_counter()
-    step = jax.jit(method.train_step, donate_argnums=0).lower(state, batches[0]).compile()
-    compile_train = time.perf_counter() - t0
+    step, compile_train = compile_train_step(method, state, batches[0])
     (state, _), _ = timed(step, state, batches[0])  # warm-up run
     t0 = time.perf_counter()
     for i in range(args.steps):  # dispatch is asynchronous: block once at the end

@@ -16,18 +16,19 @@ Prints one Markdown table row with the machine, the date and the 1-minute load a
 import argparse
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from aigc_jax import parallel  # noqa: E402
 from aigc_jax.methods import lm  # noqa: E402
 from aigc_jax.methods.lm_sampling import generate  # noqa: E402
 from aigc_jax.models.gpt import GPT, config_from, count_params, flops_per_token  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     apply_overrides,
+    compile_train_step,
     load_average,
     machine,
     peak_memory_mb,
@@ -80,10 +81,7 @@ def main() -> None:
                for _ in range(8)]
     state = jax.jit(method.init_state)(jax.random.PRNGKey(0), batches[0])
     n_params = count_params(state.params)["non_embedding"]
-    step = jax.jit(method.train_step, donate_argnums=0)
-    t0 = time.perf_counter()
-    compiled = step.lower(state, batches[0]).compile()
-    compile_s = time.perf_counter() - t0
+    compiled, compile_s = compile_train_step(method, state, batches[0])
     for i in range(args.warmup):
         state, _ = jax.block_until_ready(compiled(state, batches[i % 8]))
     times = []
@@ -91,8 +89,9 @@ def main() -> None:
         (state, _), dt = timed(compiled, state, batches[i % 8])
         times.append(dt)
     ms = 1e3 * float(np.median(times))
-    tput = lm.throughput(1e3 / ms, b * t, flops_per_token(gcfg, n_params), lm.peak_flops(config))
-    mfu = f"{100 * tput['mfu']:.1f}%" if np.isfinite(tput["mfu"]) else "n/a (no peak)"
+    tput = parallel.throughput(1e3 / ms, b * t, flops_per_token(gcfg, n_params) * b * t,
+                               parallel.peak_flops(config))
+    mfu = f"{100 * tput['mfu']:.1f}%" if "mfu" in tput else "n/a (no peak)"
 
     # KV-cache sampling: a one-token prompt and block_size - 1 new tokens, all from the cache.
     sc = lm.SamplerConfig(max_new_tokens=t - 1, temperature=1.0, top_k=200)

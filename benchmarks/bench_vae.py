@@ -12,7 +12,6 @@ import os
 import sys
 
 import jax
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from aigc_jax import methods  # noqa: E402
@@ -21,6 +20,7 @@ from benchmarks.common import (  # noqa: E402
     load_average,
     machine,
     peak_memory_mb,
+    random_image_batches,
     timed,
     today,
 )
@@ -48,9 +48,7 @@ def main() -> None:
     apply_overrides(config, args.set)
     shape, b = SHAPES[args.variant], int(config.train.batch_size)
     method = methods.create(config, {"image_shape": list(shape), "num_classes": 10})
-    rng = np.random.default_rng(0)
-    batches = [{"image": rng.integers(0, 256, (b, *shape), dtype=np.uint8),
-                "label": rng.integers(0, 10, b).astype(np.int32)} for _ in range(4)]
+    batches = random_image_batches(shape, b, 4)
     state = jax.jit(method.init_state)(jax.random.PRNGKey(0), batches[0])
     step = jax.jit(method.train_step, donate_argnums=0)
     (state, _), compile_s = timed(step, state, batches[0])

@@ -65,14 +65,6 @@ def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
 
 
-def throughput(steps_per_sec: float, tokens_per_step: int, flops_token: float,
-               peak: float) -> dict[str, float]:
-    """tokens/s and model FLOPs utilisation (6N + 12LTD FLOPs per token) from steps/s."""
-    tokens_per_sec = steps_per_sec * tokens_per_step
-    mfu = tokens_per_sec * flops_token / peak if peak > 0 else float("nan")
-    return {"tokens_per_sec": tokens_per_sec, "mfu": mfu}
-
-
 def encode_prompt(tok: tokenizers.Tokenizer, prompt: str) -> np.ndarray:
     """Prompt ids [P]; characters the tokenizer cannot represent are a UserError."""
     if not prompt:
