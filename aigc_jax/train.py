@@ -86,18 +86,20 @@ class Run:
         return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                             abstract, self.state_sharding)
 
-    def init_state(self) -> TrainState:
-        """Fresh state, created directly in its sharded layout."""
+    def init_state(self, abstract: TrainState | None = None) -> TrainState:
+        """Fresh state, created directly in the layout of `abstract` (default: `abstract_state`)."""
+        if abstract is None:
+            abstract = self.abstract_state()
         rng = jax.random.PRNGKey(int(self.config.seed))
-        self.abstract_state()
-        return jax.jit(self.method.init_state, out_shardings=self.state_sharding)(
-            rng, self.example_batch())
+        return jax.jit(self.method.init_state, out_shardings=jax.tree.map(
+            lambda a: a.sharding, abstract))(rng, self.example_batch())
 
     def restore_or_init(self) -> tuple[TrainState, bool]:
         """The newest readable checkpoint if there is one, else a fresh state."""
-        restored = self.ckpt.restore_latest(self.abstract_state())
+        abstract = self.abstract_state()
+        restored = self.ckpt.restore_latest(abstract)
         if restored is None:
-            return self.init_state(), False
+            return self.init_state(abstract), False
         state, meta = restored
         logging.info("resumed from step %d (data position %d)", int(state.step),
                      meta.get("data_position", -1))
@@ -306,29 +308,34 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
         run.ckpt.close()
 
 
+def load_trained(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, TrainState]:
+    """A data-free Run of a finished `workdir` and its newest state, checkpoints closed: for
+    `--mode=sample` and scripts that only read a trained model (figures, tables)."""
+    run = Run(config, workdir, need_data=False)
+    try:
+        return run, run.restore_for_use()
+    finally:
+        run.ckpt.close()
+
+
 def sample(config: ml_collections.ConfigDict, workdir: str, num_samples: int,
            **kwargs: Any) -> list[str]:
     """`--mode=sample`: write `num_samples` samples from the newest checkpoint's EMA weights."""
     if num_samples <= 0:
         raise UserError(f"--num_samples={num_samples} must be a positive integer.")
-    run = Run(config, workdir, need_data=False)
-    try:
-        state = run.restore_for_use()
-        step = int(jax.device_get(state.step))
-        files = run.write_samples(state, step, num_samples, os.path.join(workdir, "samples"),
-                                  **kwargs)
-        if run.method.figures is not None and parallel.is_main_process():
-            try:
-                test_ds = run.test_dataset()
-            except UserError as e:  # figures that need data are skipped, not fatal
-                logging.warning("no test data for figures: %s", e)
-                test_ds = None
-            files += run.method.figures(state, test_ds, os.path.join(workdir, "figures"))
-        for f in files:
-            logging.info("wrote %s", f)
-        return files
-    finally:
-        run.ckpt.close()
+    run, state = load_trained(config, workdir)
+    step = int(jax.device_get(state.step))
+    files = run.write_samples(state, step, num_samples, os.path.join(workdir, "samples"), **kwargs)
+    if run.method.figures is not None and parallel.is_main_process():
+        try:
+            test_ds = run.test_dataset()
+        except UserError as e:  # figures that need data are skipped, not fatal
+            logging.warning("no test data for figures: %s", e)
+            test_ds = None
+        files += run.method.figures(state, test_ds, os.path.join(workdir, "figures"))
+    for f in files:
+        logging.info("wrote %s", f)
+    return files
 
 
 def _is_number(v: Any) -> bool:

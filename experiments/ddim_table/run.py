@@ -88,11 +88,7 @@ def main() -> None:
     etas = [float(e) for e in args.etas.split(",")]
 
     config = ddpm.get_config("digits")
-    run = train.Run(config, args.workdir, need_data=False)
-    try:
-        state = run.restore_for_use()
-    finally:
-        run.ckpt.close()
+    run, state = train.load_trained(config, args.workdir)
     d, draw = make_sampler(config, run.info)
     results = {"workdir": args.workdir, "checkpoint_step": int(state.step),
                "num_samples": args.num_samples, "extractor": "digits",

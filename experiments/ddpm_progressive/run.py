@@ -57,11 +57,7 @@ def main() -> None:
     t0 = time.time()
     if args.train:
         train.train_and_evaluate(config, args.workdir)
-    run = train.Run(config, args.workdir, need_data=False)
-    try:
-        state = run.restore_for_use()
-    finally:
-        run.ckpt.close()
+    run, state = train.load_trained(config, args.workdir)
     key = jax.random.PRNGKey(0)
     images, traj = run.method.sample(state, key, args.rows, return_trajectory=True)
     traj = {k: np.asarray(v) for k, v in traj.items()}

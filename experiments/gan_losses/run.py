@@ -158,9 +158,7 @@ def write_figures(results: list[dict], args) -> None:
                         os.path.join(args.out_dir, f"grid_{loss}.png"))
     best = min(results, key=lambda r: r["fd_digits"])
     config = config_for(best["loss"], best["seed"], args.steps, args.num_samples)
-    run = train.Run(config, best["workdir"], need_data=False)
-    state = run.restore_for_use()
-    run.ckpt.close()
+    run, state = train.load_trained(config, best["workdir"])
     ctx = gan.make_context(config, run.info)
     gan.write_interpolation(ctx, state, jax.random.PRNGKey(0),
                             os.path.join(args.out_dir, "best_interpolation.png"))
