@@ -10,11 +10,15 @@ Batches are random token windows (vocabulary 65, tiny Shakespeare's characters, 
 the timed steps (each blocked on), after `--warmup` untimed ones; the compile is timed apart.
 MFU uses 6N + 12 L T D FLOPs per token against `--peak_tflops` (or the device table in
 `aigc_jax.methods.lm`); a CPU has no table entry, so it is printed only when the flag is given.
+Also printed: the step's XLA scratch memory and the minor page faults per timed step (on Linux,
+glibc maps a block above 32 MiB afresh on every malloc, so a step whose scratch is larger
+page-faults on all of it each time; `optimizer.grad_accum_steps` shrinks the scratch).
 Prints one Markdown table row with the machine, the date and the 1-minute load average.
 """
 
 import argparse
 import os
+import resource
 import sys
 
 import jax
@@ -37,9 +41,10 @@ from benchmarks.common import (  # noqa: E402
 )
 from configs import gpt  # noqa: E402
 
-HEADER = ("| variant | machine | date | load before/after | batch x block | params | "
-          "compile (s) | train ms/iter | tokens/s | MFU | sample tok/s (KV cache) | peak MiB |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| variant | machine | date | load before/after | batch x block (micro-batches) | "
+          "params | compile (s) | train ms/iter | tokens/s | MFU | step scratch MiB | "
+          "page faults/step | sample tok/s (KV cache) | peak MiB |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def char_info(vocab_size: int) -> dict:
@@ -85,9 +90,12 @@ def main() -> None:
     for i in range(args.warmup):
         state, _ = jax.block_until_ready(compiled(state, batches[i % 8]))
     times = []
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for i in range(args.steps):
         (state, _), dt = timed(compiled, state, batches[i % 8])
         times.append(dt)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / args.steps
+    scratch_mib = compiled.memory_analysis().temp_size_in_bytes / 2**20
     ms = 1e3 * float(np.median(times))
     tput = parallel.throughput(1e3 / ms, b * t, flops_per_token(gcfg, n_params) * b * t,
                                parallel.peak_flops(config))
@@ -104,8 +112,9 @@ def main() -> None:
     if args.header:
         print(HEADER)
     print(f"| {args.variant} | {machine()} | {today()} | {load_before}/{load_average()} | "
-          f"{b} x {t} | {n_params / 1e6:.2f}M | {compile_s:.2f} | {ms:.1f} | "
-          f"{tput['tokens_per_sec']:.0f} | {mfu} | {sample_tps:.0f} | {peak_memory_mb():.0f} |")
+          f"{b} x {t} ({config.optimizer.grad_accum_steps}) | {n_params / 1e6:.2f}M | "
+          f"{compile_s:.2f} | {ms:.1f} | {tput['tokens_per_sec']:.0f} | {mfu} | "
+          f"{scratch_mib:.0f} | {faults:.0f} | {sample_tps:.0f} | {peak_memory_mb():.0f} |")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import os
 import shutil
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +26,7 @@ from aigc_jax.methods.lm_sampling import (
     top_k_filter,
     top_p_filter,
 )
+from aigc_jax.models import gpt as gpt_lib
 from aigc_jax.models.gpt import GPT, GPTConfig, config_from, count_params, init_cache
 from configs.gpt import get_config
 
@@ -119,6 +121,23 @@ def test_greedy_generation_with_cache_equals_full_recomputation(prompt_len):
     out = generate(model, params, jnp.asarray(prompt), jax.random.PRNGKey(0), sc, 37)
     chex.assert_shape(out, (2, prompt_len + 16))
     np.testing.assert_array_equal(out, _greedy_reference(apply, params, prompt, 16, 12))
+
+
+def test_gelu_and_its_custom_gradient_equal_the_exact_erf_gelu():
+    x = jnp.linspace(-9.0, 9.0, 1001)
+    np.testing.assert_allclose(gpt_lib.gelu(x), jax.nn.gelu(x, approximate=False), atol=1e-6)
+    ours = jax.vmap(jax.grad(gpt_lib.gelu))(x)
+    autodiff = jax.vmap(jax.grad(functools.partial(jax.nn.gelu, approximate=False)))(x)
+    np.testing.assert_allclose(ours, autodiff, atol=1e-6)
+    assert float(jnp.abs(ours - jax.vmap(jax.grad(jax.nn.gelu))(x)).max()) > 1e-4  # not tanh
+
+
+def test_flattened_dense_is_nn_dense():
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 8))
+    ours = gpt_lib.Dense(6)
+    params = ours.init(jax.random.PRNGKey(1), x)
+    chex.assert_trees_all_equal_shapes(params, nn.Dense(6).init(jax.random.PRNGKey(1), x))
+    np.testing.assert_allclose(ours.apply(params, x), nn.Dense(6).apply(params, x), atol=1e-6)
 
 
 def test_gpt2_small_parameter_count():

@@ -49,6 +49,38 @@ def normal_init(std: float = 0.02):
     return nn.initializers.normal(stddev=std)
 
 
+class Dense(nn.Dense):
+    """nn.Dense on the rows of x [..., D_in] flattened to a matrix: same parameters, same result.
+
+    XLA:CPU computes the weight gradient of a [B, T, D] input as a matmul contracting two axes,
+    behind a slow transposing copy; on a matrix it is one plain matmul (1.3x faster step here).
+    """
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = super().__call__(x.reshape(-1, x.shape[-1]))
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+@jax.custom_vjp
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact (erf) GELU, x Phi(x), as torch.nn.GELU(); its gradient Phi(x) + x phi(x) is
+    recomputed from x alone: one fused op and one saved tensor, where autodiff keeps several."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
+
+
+def _gelu_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return gelu(x), x
+
+
+def _gelu_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
+    cdf = 0.5 * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
+    pdf = jnp.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
+    return (g * (cdf + x * pdf),)
+
+
+gelu.defvjp(_gelu_fwd, _gelu_bwd)
+
+
 def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
     """Rotary position embedding of x [B, S, H, D_h] at integer positions [S] (rotate-half)."""
     half = x.shape[-1] // 2
@@ -69,7 +101,7 @@ class CausalSelfAttention(nn.Module):
                  kv: tuple[jax.Array, jax.Array] | None = None, index: jax.Array | None = None):
         cfg = self.cfg
         b, s, _ = x.shape
-        qkv = nn.Dense(3 * cfg.n_embd, use_bias=cfg.bias, kernel_init=normal_init(),
+        qkv = Dense(3 * cfg.n_embd, use_bias=cfg.bias, kernel_init=normal_init(),
                        dtype=cfg.dtype, name="c_attn")(x)  # [B, S, 3 D]
         q, k, v = jnp.split(qkv.reshape(b, s, 3 * cfg.n_head, cfg.head_dim), 3, axis=2)
         if cfg.position == "rope":
@@ -88,7 +120,7 @@ class CausalSelfAttention(nn.Module):
             y = jax.nn.dot_product_attention(q, k, v, is_causal=True,
                                              implementation=cfg.attention_impl)
         y = y.reshape(b, s, cfg.n_embd)  # [B, S, D]
-        y = nn.Dense(cfg.n_embd, use_bias=cfg.bias, dtype=cfg.dtype, name="c_proj",
+        y = Dense(cfg.n_embd, use_bias=cfg.bias, dtype=cfg.dtype, name="c_proj",
                      kernel_init=normal_init(0.02 / math.sqrt(2 * cfg.n_layer)))(y)
         return nn.Dropout(cfg.dropout)(y, deterministic=deterministic), kv
 
@@ -111,10 +143,10 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         cfg = self.cfg
-        h = nn.Dense(4 * cfg.n_embd, use_bias=cfg.bias, kernel_init=normal_init(),
+        h = Dense(4 * cfg.n_embd, use_bias=cfg.bias, kernel_init=normal_init(),
                      dtype=cfg.dtype, name="c_fc")(x)
-        h = nn.gelu(h, approximate=False)  # exact erf GELU, as torch.nn.GELU()
-        h = nn.Dense(cfg.n_embd, use_bias=cfg.bias, dtype=cfg.dtype, name="c_proj",
+        h = gelu(h)
+        h = Dense(cfg.n_embd, use_bias=cfg.bias, dtype=cfg.dtype, name="c_proj",
                      kernel_init=normal_init(0.02 / math.sqrt(2 * cfg.n_layer)))(h)
         return nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
 
@@ -162,7 +194,9 @@ class GPT(nn.Module):
                           None if cache is None else start)
             new_cache.append(kv)
         x = self.ln_f(x)
-        logits = self.wte.attend(x).astype(jnp.float32)  # weight tying: [B, S, V]
+        b, s, d = x.shape  # weight tying; as a matrix for the reason `Dense` gives
+        logits = self.wte.attend(x.reshape(b * s, d)).reshape(b, s, -1)  # [B, S, V]
+        logits = logits.astype(jnp.float32)
         return logits, (None if cache is None else tuple(new_cache))
 
     def __call__(self, tokens: jax.Array, deterministic: bool = True) -> jax.Array:
