@@ -6,7 +6,8 @@
 For `configs/gpt.py:shakespeare_char_cpu` with `--seed`: the 2,000 training batches the data
 pipeline draws (int32 [2000, 12, 65]), the whole validation split as the non-overlapping
 windows `--mode=eval` scores ([N, 65]), the validation token stream (for nanoGPT's estimator of
-20 random batches), and the initial parameters aigc_jax starts from ("param:<path>" arrays).
+20 random batches), the initial parameters aigc_jax starts from ("param:<path>" arrays) and
+their logits on the first batch.
 """
 
 import argparse
@@ -19,7 +20,14 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from aigc_jax.data.text import create_text_dataset  # noqa: E402
 from aigc_jax.methods import lm  # noqa: E402
+from aigc_jax.models.gpt import GPT, config_from  # noqa: E402
 from configs import gpt  # noqa: E402
+
+
+def method_logits(config, info: dict, params, tokens: np.ndarray) -> np.ndarray:
+    """Logits [B, T, V] of the GPT of `config` with `params` on windows tokens [B, T + 1]."""
+    model = GPT(config_from(config.model, int(info["vocab_size"])))
+    return np.asarray(jax.jit(model.apply)(params, tokens[:, :-1]))
 
 
 def main() -> None:
@@ -40,8 +48,10 @@ def main() -> None:
     state = jax.jit(method.init_state)(jax.random.PRNGKey(args.seed), {"tokens": batches[0]})
     params = {"param:" + "/".join(str(k.key) for k in path): np.asarray(v)
               for path, v in jax.tree_util.tree_flatten_with_path(state.params["params"])[0]}
+    # The initial model's logits on the first batch, for torch_reference.py --init=aigc to check.
+    logits0 = method_logits(c, train_ds.info(), state.params, batches[0])
     np.savez(args.out, batches=batches, val_windows=val, val_stream=val_ds.tokens,
-             vocab_size=train_ds.info()["vocab_size"], **params)
+             vocab_size=train_ds.info()["vocab_size"], initial_logits=logits0, **params)
     print(f"wrote {args.out}: batches {batches.shape}, validation windows {val.shape}, "
           f"{len(params)} parameter arrays")
 

@@ -5,8 +5,9 @@
 Trains `configs/gpt.py:shakespeare_char_cpu` (4 layers, 4 heads, 128 dims, block 64, batch 12,
 2,000 iterations; eval every 250 iterations on 20 fixed validation batches, nanoGPT's
 `--eval_iters=20`) on the file, evaluates the whole validation split (`--mode=eval`), samples
-from `--prompt`, and writes next to this file: val_loss.png (curve against nanoGPT's published
-figure), samples.txt and results.json. With --workdir holding a finished run it only re-reads it.
+from `--prompt`, draws nanoGPT's own estimator (20 random batches of 12) ten times for the final
+model, and writes next to this file: val_loss.png (curve against nanoGPT's published figure),
+samples.txt and results.json. With --workdir holding a finished run it only re-reads it.
 """
 
 import argparse
@@ -19,13 +20,16 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
+import jax  # noqa: E402
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 
 from aigc_jax import train  # noqa: E402
+from aigc_jax.data.text import create_text_dataset  # noqa: E402
 from aigc_jax.logging import read_metrics  # noqa: E402
 from configs import gpt  # noqa: E402
 
@@ -72,6 +76,25 @@ def plot(metrics: list[dict], path: str) -> None:
     plt.close(fig)
 
 
+def nanogpt_estimates(config, workdir: str, draws: int = 10) -> list[float]:
+    """nanoGPT's `estimate_loss` on the validation split, `draws` times for the trained run:
+    each is the mean loss of `eval.num_batches` (20) batches of 12 random windows."""
+    run, state = train.load_trained(config, workdir)
+    tokens = create_text_dataset(config, "test").tokens
+    block, b = int(config.model.block_size), int(config.eval.batch_size)
+    eval_step = jax.jit(run.method.eval_step)
+    rng = np.random.default_rng(int(config.seed))
+    out = []
+    for _ in range(draws):
+        losses = []
+        for _ in range(int(config.eval.num_batches)):
+            starts = rng.integers(0, len(tokens) - block, size=b)
+            batch = {"tokens": tokens[starts[:, None] + np.arange(block + 1)].astype(np.int32)}
+            losses.append(float(np.mean(eval_step(state, batch, jax.random.PRNGKey(0))["loss"])))
+        out.append(round(float(np.mean(losses)), 4))
+    return out
+
+
 def main() -> None:
     """Train (unless done), evaluate, sample and plot; write the outputs next to this file."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -107,6 +130,8 @@ def main() -> None:
         "val_loss_20_batches": {str(r["step"]): round(r["loss"], 4)
                                 for r in periodic_evals(metrics)},
         "val_loss_full_split": round(float(full["loss"]), 4),
+        # Ten draws of nanoGPT's estimator (20 random batches of 12) for the same final model.
+        "nanogpt_estimator_20x12": nanogpt_estimates(config, args.workdir),
         "nanogpt_readme_loss": NANOGPT_LOSS,
         # Training wall time of this call: null when --workdir already held the finished run.
         "train_wall_s": round(train_s, 1) if already < int(state.step) else None,

@@ -13,7 +13,8 @@ iterations then cosine to 1e-4 at 2,000, clipping at 1.0, float32.
 
 `--data` comes from `export_batches.py`: iteration i trains on aigc_jax's batch i. `--init=aigc`
 starts from aigc_jax's initial weights for that seed (so any difference is the training math);
-`--init=torch` draws torch's own (seeded with 1337 + seed, nanoGPT's convention).
+`--init=torch` draws torch's own (seeded with 1337 + seed, nanoGPT's convention). With
+`--init=aigc` it first checks the two models agree: the largest |logit difference| on batch 0.
 Prints one JSON line: the loss on the whole validation split (the windows aigc_jax's
 `--mode=eval` scores) and ten draws of nanoGPT's estimator (the mean over 20 random batches of
 12 validation windows), to show how far that estimator moves for one fixed model.
@@ -107,6 +108,7 @@ def main() -> None:
     p.add_argument("--data", required=True, help=".npz from export_batches.py")
     p.add_argument("--init", choices=("aigc", "torch"), default="torch")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=0, help="0: all exported batches (2,000)")
     args = p.parse_args()
 
     torch.manual_seed(1337 + args.seed)
@@ -119,13 +121,18 @@ def main() -> None:
     opt = torch.optim.AdamW([{"params": [q for q in params if q.dim() >= 2], "weight_decay": 0.1},
                              {"params": [q for q in params if q.dim() < 2], "weight_decay": 0.0}],
                             lr=1e-3, betas=(0.9, 0.99))
-    batches = torch.from_numpy(data["batches"].astype(np.int64))
+    batches = torch.from_numpy(data["batches"].astype(np.int64))[:args.steps or None]
+    logit_diff = None
+    if args.init == "aigc":  # the same function as aigc_jax's model, before any training?
+        with torch.no_grad():
+            logits0 = model(batches[0, :, :-1]).numpy()
+        logit_diff = float(np.abs(logits0 - data["initial_logits"]).max())
 
     def loss_of(tokens: torch.Tensor) -> torch.Tensor:
         logits = model(tokens[:, :-1])
         return F.cross_entropy(logits.reshape(-1, vocab), tokens[:, 1:].reshape(-1))
 
-    start = time.perf_counter()
+    start, loss = time.perf_counter(), None
     for it in range(len(batches)):
         for group in opt.param_groups:
             group["lr"] = learning_rate(it)
@@ -134,7 +141,7 @@ def main() -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-    ms_per_iter = 1e3 * (time.perf_counter() - start) / len(batches)
+    ms_per_iter = 1e3 * (time.perf_counter() - start) / max(len(batches), 1)
 
     model.eval()
     windows = torch.from_numpy(data["val_windows"].astype(np.int64))
@@ -151,7 +158,9 @@ def main() -> None:
                 for ix in starts])))
     print(json.dumps({
         "data": args.data, "init": args.init, "seed": args.seed, "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "final_train_loss": round(loss.item(), 4),
+        "threads": torch.get_num_threads(), "steps": len(batches),
+        "initial_logits_max_abs_diff_vs_aigc_jax": logit_diff,
+        "final_train_loss": round(loss.item(), 4) if len(batches) else None,
         "val_loss_whole_split": round(whole, 4),
         "nanogpt_estimator_20x12": [round(e, 4) for e in estimates],
         "ms_per_iter": round(ms_per_iter, 1)}))
