@@ -67,9 +67,10 @@ def get_config(variant: str = "shakespeare_char_cpu") -> ml_collections.ConfigDi
         # --lr_decay_iters=2000 --dropout=0.0
         c.train.batch_size = 12
         # The same gradient as one batch of 12 (the mean over the same 12 windows), computed as
-        # two scanned micro-batches of 6: XLA:CPU's scratch for 12 rows is ~44 MiB, above
-        # glibc's 32 MiB mmap cap, so each step would map it afresh and page-fault on all of it
-        # (13k faults, ~30 ms a step on a 2-core CPU); 6 rows need ~16 MiB, which malloc reuses.
+        # two scanned micro-batches of 6: XLA:CPU's step scratch for 12 rows is 45 MiB, above
+        # glibc's 32 MiB mmap cap, so each step maps it afresh and page-faults on all of it
+        # (~11,900 faults, ~22 ms a step on a 2-core CPU); 6 rows need 25 MiB, which malloc
+        # reuses (BENCHMARKS.md, GPT).
         c.optimizer.grad_accum_steps = 2
         c.train.num_steps = 2000
         c.train.log_every = 100

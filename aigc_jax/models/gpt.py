@@ -53,7 +53,7 @@ class Dense(nn.Dense):
     """nn.Dense on the rows of x [..., D_in] flattened to a matrix: same parameters, same result.
 
     XLA:CPU computes the weight gradient of a [B, T, D] input as a matmul contracting two axes,
-    behind a slow transposing copy; on a matrix it is one plain matmul (1.3x faster step here).
+    behind a slow transposing copy; on a matrix it is one plain matmul (gradient 1.2x faster).
     """
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -102,7 +102,7 @@ class CausalSelfAttention(nn.Module):
         cfg = self.cfg
         b, s, _ = x.shape
         qkv = Dense(3 * cfg.n_embd, use_bias=cfg.bias, kernel_init=normal_init(),
-                       dtype=cfg.dtype, name="c_attn")(x)  # [B, S, 3 D]
+                    dtype=cfg.dtype, name="c_attn")(x)  # [B, S, 3 D]
         q, k, v = jnp.split(qkv.reshape(b, s, 3 * cfg.n_head, cfg.head_dim), 3, axis=2)
         if cfg.position == "rope":
             q, k = rope(q, positions, cfg.rope_base), rope(k, positions, cfg.rope_base)
@@ -121,7 +121,7 @@ class CausalSelfAttention(nn.Module):
                                              implementation=cfg.attention_impl)
         y = y.reshape(b, s, cfg.n_embd)  # [B, S, D]
         y = Dense(cfg.n_embd, use_bias=cfg.bias, dtype=cfg.dtype, name="c_proj",
-                     kernel_init=normal_init(0.02 / math.sqrt(2 * cfg.n_layer)))(y)
+                  kernel_init=normal_init(0.02 / math.sqrt(2 * cfg.n_layer)))(y)
         return nn.Dropout(cfg.dropout)(y, deterministic=deterministic), kv
 
 
@@ -144,10 +144,10 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         cfg = self.cfg
         h = Dense(4 * cfg.n_embd, use_bias=cfg.bias, kernel_init=normal_init(),
-                     dtype=cfg.dtype, name="c_fc")(x)
+                  dtype=cfg.dtype, name="c_fc")(x)
         h = gelu(h)
         h = Dense(cfg.n_embd, use_bias=cfg.bias, dtype=cfg.dtype, name="c_proj",
-                     kernel_init=normal_init(0.02 / math.sqrt(2 * cfg.n_layer)))(h)
+                  kernel_init=normal_init(0.02 / math.sqrt(2 * cfg.n_layer)))(h)
         return nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
 
 
