@@ -90,11 +90,11 @@ def main() -> None:
     for i in range(args.warmup):
         state, _ = jax.block_until_ready(compiled(state, batches[i % 8]))
     times = []
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for i in range(args.steps):
         (state, _), dt = timed(compiled, state, batches[i % 8])
         times.append(dt)
-    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / args.steps
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / args.steps
     scratch_mib = compiled.memory_analysis().temp_size_in_bytes / 2**20
     ms = 1e3 * float(np.median(times))
     tput = parallel.throughput(1e3 / ms, b * t, flops_per_token(gcfg, n_params) * b * t,

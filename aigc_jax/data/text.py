@@ -54,7 +54,8 @@ class TextDataset:
                 "num_tokens": self.num_tokens,
                 "example_spec": {"tokens": [[self.block_size + 1], "int32"]}}
 
-    def _windows(self, starts: np.ndarray) -> np.ndarray:
+    def windows(self, starts: np.ndarray) -> np.ndarray:
+        """The token windows [B, T + 1] (int32) that start at offsets `starts` [B]."""
         offsets = np.arange(self.block_size + 1)
         return self.tokens[starts[:, None] + offsets].astype(np.int32)  # [B, T + 1]
 
@@ -64,7 +65,7 @@ class TextDataset:
         rng = rng_for(self.seed, 3, step)
         starts = rng.integers(0, self.num_tokens - self.block_size, size=batch_size)
         rows = process_slice(batch_size, process_index, process_count)
-        return {"tokens": self._windows(starts[rows])}
+        return {"tokens": self.windows(starts[rows])}
 
     def eval_batches(self, batch_size: int, process_index: int = 0, process_count: int = 1,
                      max_batches: int | None = None) -> Iterator[Batch]:
@@ -73,7 +74,7 @@ class TextDataset:
         rows = process_slice(batch_size, process_index, process_count)
         for idx, mask in padded_eval_indices(self.num_examples, batch_size, max_batches):
             starts = self._eval_order[idx] * self.block_size
-            yield {"tokens": self._windows(starts[rows]), "mask": mask[rows]}
+            yield {"tokens": self.windows(starts[rows]), "mask": mask[rows]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -61,11 +61,15 @@ class Dense(nn.Dense):
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
+def _normal_cdf(x: jax.Array) -> jax.Array:
+    return 0.5 * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
+
+
 @jax.custom_vjp
 def gelu(x: jax.Array) -> jax.Array:
     """Exact (erf) GELU, x Phi(x), as torch.nn.GELU(); its gradient Phi(x) + x phi(x) is
     recomputed from x alone: one fused op and one saved tensor, where autodiff keeps several."""
-    return 0.5 * x * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
+    return x * _normal_cdf(x)
 
 
 def _gelu_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -73,9 +77,8 @@ def _gelu_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _gelu_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
-    cdf = 0.5 * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
     pdf = jnp.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
-    return (g * (cdf + x * pdf),)
+    return (g * (_normal_cdf(x) + x * pdf),)
 
 
 gelu.defvjp(_gelu_fwd, _gelu_bwd)

@@ -24,7 +24,7 @@ from aigc_jax.models.gpt import GPT, config_from  # noqa: E402
 from configs import gpt  # noqa: E402
 
 
-def method_logits(config, info: dict, params, tokens: np.ndarray) -> np.ndarray:
+def gpt_logits(config, info: dict, params, tokens: np.ndarray) -> np.ndarray:
     """Logits [B, T, V] of the GPT of `config` with `params` on windows tokens [B, T + 1]."""
     model = GPT(config_from(config.model, int(info["vocab_size"])))
     return np.asarray(jax.jit(model.apply)(params, tokens[:, :-1]))
@@ -49,7 +49,7 @@ def main() -> None:
     params = {"param:" + "/".join(str(k.key) for k in path): np.asarray(v)
               for path, v in jax.tree_util.tree_flatten_with_path(state.params["params"])[0]}
     # The initial model's logits on the first batch, for torch_reference.py --init=aigc to check.
-    logits0 = method_logits(c, train_ds.info(), state.params, batches[0])
+    logits0 = gpt_logits(c, train_ds.info(), state.params, batches[0])
     np.savez(args.out, batches=batches, val_windows=val, val_stream=val_ds.tokens,
              vocab_size=train_ds.info()["vocab_size"], initial_logits=logits0, **params)
     print(f"wrote {args.out}: batches {batches.shape}, validation windows {val.shape}, "

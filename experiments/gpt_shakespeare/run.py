@@ -80,7 +80,7 @@ def nanogpt_estimates(config, workdir: str, draws: int = 10) -> list[float]:
     """nanoGPT's `estimate_loss` on the validation split, `draws` times for the trained run:
     each is the mean loss of `eval.num_batches` (20) batches of 12 random windows."""
     run, state = train.load_trained(config, workdir)
-    tokens = create_text_dataset(config, "test").tokens
+    val = create_text_dataset(config, "test")
     block, b = int(config.model.block_size), int(config.eval.batch_size)
     eval_step = jax.jit(run.method.eval_step)
     rng = np.random.default_rng(int(config.seed))
@@ -88,8 +88,7 @@ def nanogpt_estimates(config, workdir: str, draws: int = 10) -> list[float]:
     for _ in range(draws):
         losses = []
         for _ in range(int(config.eval.num_batches)):
-            starts = rng.integers(0, len(tokens) - block, size=b)
-            batch = {"tokens": tokens[starts[:, None] + np.arange(block + 1)].astype(np.int32)}
+            batch = {"tokens": val.windows(rng.integers(0, val.num_tokens - block, size=b))}
             losses.append(float(np.mean(eval_step(state, batch, jax.random.PRNGKey(0))["loss"])))
         out.append(round(float(np.mean(losses)), 4))
     return out
