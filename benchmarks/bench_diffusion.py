@@ -16,7 +16,7 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from aigc_jax import methods  # noqa: E402
-from aigc_jax.models.unet import count_params  # noqa: E402
+from aigc_jax.models.layers import count_params  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     apply_overrides,
     compile_train_step,
@@ -27,7 +27,7 @@ from benchmarks.common import (  # noqa: E402
     timed,
     today,
 )
-from configs import ddpm  # noqa: E402
+from configs import diffusion as ddpm  # noqa: E402
 
 SHAPES = {"digits": (16, 16, 1), "digits_cond": (16, 16, 1), "mnist": (28, 28, 1),
           "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3), "celeba64": (64, 64, 3)}

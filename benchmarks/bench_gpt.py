@@ -27,9 +27,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from aigc_jax import parallel  # noqa: E402
-from aigc_jax.methods import lm  # noqa: E402
-from aigc_jax.methods.lm_sampling import generate  # noqa: E402
-from aigc_jax.models.gpt import GPT, config_from, count_params, flops_per_token  # noqa: E402
+from aigc_jax.methods.lm import method as lm  # noqa: E402
+from aigc_jax.methods.lm.sampling import generate  # noqa: E402
+from aigc_jax.models.gpt import GPT, config_from, flops_per_token, non_embedding_params  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     apply_overrides,
     compile_train_step,
@@ -39,7 +39,7 @@ from benchmarks.common import (  # noqa: E402
     timed,
     today,
 )
-from configs import gpt  # noqa: E402
+from configs import lm as gpt  # noqa: E402
 
 HEADER = ("| variant | machine | date | load before/after | batch x block (micro-batches) | "
           "params | compile (s) | train ms/iter | tokens/s | MFU | step scratch MiB | "
@@ -85,7 +85,7 @@ def main() -> None:
     batches = [{"tokens": rng.integers(0, vocab, (b, t + 1)).astype(np.int32)}
                for _ in range(8)]
     state = jax.jit(method.init_state)(jax.random.PRNGKey(0), batches[0])
-    n_params = count_params(state.params)["non_embedding"]
+    n_params = non_embedding_params(state.params)
     compiled, compile_s = compile_train_step(method, state, batches[0])
     for i in range(args.warmup):
         state, _ = jax.block_until_ready(compiled(state, batches[i % 8]))

@@ -12,17 +12,17 @@ from hypothesis import strategies as st
 from aigc_jax import config_validation, methods
 from aigc_jax.errors import UserError
 
-CONFIGS = [("vae", "digits"), ("ddpm", "digits"), ("gan", "digits"), ("gpt", "tiny")]
+CONFIGS = [("vae", "digits"), ("diffusion", "digits"), ("gan", "digits"), ("lm", "tiny")]
 _DIGITS = {"image_shape": [8, 8, 1], "num_classes": 10}
-INFOS = {"vae": _DIGITS, "ddpm": {"image_shape": [16, 16, 1], "num_classes": 10},
+INFOS = {"vae": _DIGITS, "diffusion": {"image_shape": [16, 16, 1], "num_classes": 10},
          "gan": _DIGITS,
-         "gpt": {"kind": "text", "vocab_size": 5, "block_size": 16,
+         "lm": {"kind": "text", "vocab_size": 5, "block_size": 16,
                  "tokenizer": {"kind": "char", "chars": "abcd\n", "vocab_size": 5}}}
 
 
 def _example_batch(name: str, config) -> dict:
     """Abstract arrays shaped like one batch of the family's data (nothing is computed)."""
-    if name == "gpt":
+    if name == "lm":
         return {"tokens": jax.ShapeDtypeStruct((2, int(config.model.block_size) + 1), jnp.int32)}
     size = int(config.data.image_size) or INFOS[name]["image_shape"][0]
     shape = (size, size, INFOS[name]["image_shape"][2])
@@ -82,7 +82,7 @@ def test_random_overrides_validate_or_fail_clearly(name, variant, data):
     try:
         config_validation.validate(config)
         info = dict(INFOS[name])
-        if name != "gpt" and int(config.data.image_size):
+        if name != "lm" and int(config.data.image_size):
             info["image_shape"] = [int(config.data.image_size)] * 2 + info["image_shape"][2:]
         method = methods.create(config, info)
         batch = _example_batch(name, config)

@@ -15,11 +15,12 @@ from conftest import load_config
 from aigc_jax import train
 from aigc_jax.errors import UserError
 from aigc_jax.logging import read_metrics
-from aigc_jax.methods import diffusion
-from aigc_jax.methods import diffusion_objectives as obj
-from aigc_jax.methods import diffusion_samplers as samplers
-from aigc_jax.methods import diffusion_schedules as ds
-from aigc_jax.models.unet import UNet, count_params, create_unet
+from aigc_jax.methods.diffusion import method as diffusion
+from aigc_jax.methods.diffusion import objectives as obj
+from aigc_jax.methods.diffusion import samplers
+from aigc_jax.methods.diffusion import schedules as ds
+from aigc_jax.models.layers import count_params
+from aigc_jax.models.unet import UNet, create_unet
 
 INFO = {"kind": "image", "image_shape": [8, 8, 1], "num_classes": 10}
 
@@ -30,7 +31,7 @@ def tiny_config(num_steps: int = 200):
     One level keeps the three compiles (train, sample, eval) short on a CPU; the down/up paths
     are covered by the parameter-count and bfloat16 tests.
     """
-    c = load_config("ddpm", "digits")
+    c = load_config("diffusion", "digits")
     c.data.image_size = 0
     c.model.ch, c.model.ch_mult, c.model.num_groups = 8, (1,), 4
     c.diffusion.num_timesteps = 50
@@ -255,7 +256,7 @@ def test_learned_variance_ddpm_and_trajectory_shapes():
 
 
 def test_cifar10_unet_has_35_7m_parameters():
-    c = load_config("ddpm", "cifar10")
+    c = load_config("diffusion", "cifar10")
     model = create_unet(c.model, 3)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
                             jnp.zeros((1,), jnp.int32))

@@ -14,15 +14,10 @@ from conftest import load_config
 
 from aigc_jax import train
 from aigc_jax.logging import read_metrics
-from aigc_jax.methods import gan
-from aigc_jax.methods.gan_losses import LOSSES, gradient_penalty, r1_penalty
-from aigc_jax.models.dcgan import (
-    DCGANDiscriminator,
-    DCGANGenerator,
-    conv_down2,
-    conv_up2,
-    num_upsamplings,
-)
+from aigc_jax.methods.gan import method as gan
+from aigc_jax.methods.gan.losses import LOSSES, gradient_penalty, r1_penalty
+from aigc_jax.models.dcgan import DCGANDiscriminator, DCGANGenerator, num_upsamplings
+from aigc_jax.models.layers.resample import conv_down2, conv_up2
 from aigc_jax.state import TrainState
 
 INFO = {"image_shape": [8, 8, 1], "num_classes": 10}

@@ -35,19 +35,19 @@ def _gpt_case(tmp_path):
     text = tmp_path / "corpus.txt"
     text.write_text("".join(f"line {i}: the quick brown fox jumps over {i % 7} lazy dogs.\n"
                             for i in range(300)))
-    c = load_config("gpt", "tiny")
+    c = load_config("lm", "tiny")
     c.data.path = str(text)
     overrides = {"train.num_steps": STEPS, "train.checkpoint_every": 25, "train.log_every": 25,
                  "train.eval_every": 0, "train.sample_every": 0, "train.tensorboard": False}
     for key, value in overrides.items():
         section, leaf = key.split(".")
         c[section][leaf] = value
-    flags = ["--config=configs/gpt.py:tiny", f"--config.data.path={text}",
+    flags = ["--config=configs/lm.py:tiny", f"--config.data.path={text}",
              *(f"--config.{k}={v}" for k, v in overrides.items())]
     return c, flags
 
 
-CASES = {"vae": _vae_case, "gpt": _gpt_case}
+CASES = {"vae": _vae_case, "lm": _gpt_case}
 
 
 @pytest.mark.parametrize("method", sorted(CASES))

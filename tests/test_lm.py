@@ -18,17 +18,18 @@ from aigc_jax.data import text as text_lib
 from aigc_jax.data import tokenizers
 from aigc_jax.errors import UserError
 from aigc_jax.logging import read_metrics
-from aigc_jax.methods import lm
-from aigc_jax.methods.lm_sampling import (
+from aigc_jax.methods.lm import method as lm
+from aigc_jax.methods.lm.sampling import (
     SamplerConfig,
     banned_ngram_tokens,
     generate,
     top_k_filter,
     top_p_filter,
 )
-from aigc_jax.models import gpt as gpt_lib
-from aigc_jax.models.gpt import GPT, GPTConfig, config_from, count_params, init_cache
-from configs.gpt import get_config
+from aigc_jax.models import layers
+from aigc_jax.models.gpt import GPT, GPTConfig, config_from, init_cache, non_embedding_params
+from aigc_jax.models.layers import count_params
+from configs.lm import get_config
 
 SMALL = dict(vocab_size=37, block_size=12, n_layer=2, n_head=2, n_embd=16)
 
@@ -125,8 +126,8 @@ def test_greedy_generation_with_cache_equals_full_recomputation(prompt_len):
 
 def test_gelu_and_its_custom_gradient_equal_the_exact_erf_gelu():
     x = jnp.linspace(-9.0, 9.0, 1001)
-    np.testing.assert_allclose(gpt_lib.gelu(x), jax.nn.gelu(x, approximate=False), atol=1e-6)
-    ours = jax.vmap(jax.grad(gpt_lib.gelu))(x)
+    np.testing.assert_allclose(layers.gelu(x), jax.nn.gelu(x, approximate=False), atol=1e-6)
+    ours = jax.vmap(jax.grad(layers.gelu))(x)
     autodiff = jax.vmap(jax.grad(functools.partial(jax.nn.gelu, approximate=False)))(x)
     np.testing.assert_allclose(ours, autodiff, atol=1e-6)
     assert float(jnp.abs(ours - jax.vmap(jax.grad(jax.nn.gelu))(x)).max()) > 1e-4  # not tanh
@@ -134,7 +135,7 @@ def test_gelu_and_its_custom_gradient_equal_the_exact_erf_gelu():
 
 def test_flattened_dense_is_nn_dense():
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 8))
-    ours = gpt_lib.Dense(6)
+    ours = layers.Dense(6)
     params = ours.init(jax.random.PRNGKey(1), x)
     chex.assert_trees_all_equal_shapes(params, nn.Dense(6).init(jax.random.PRNGKey(1), x))
     np.testing.assert_allclose(ours.apply(params, x), nn.Dense(6).apply(params, x), atol=1e-6)
@@ -145,9 +146,9 @@ def test_gpt2_small_parameter_count():
     cfg = config_from(c.model, 50257)
     assert cfg.vocab_size == 50304
     shapes = jax.eval_shape(GPT(cfg).init, jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))
-    counts = count_params(shapes)
-    assert 123e6 < counts["total"] < 126e6, counts
-    assert counts["total"] - counts["non_embedding"] == 1024 * 768
+    total = count_params(shapes)
+    assert 123e6 < total < 126e6, total
+    assert total - non_embedding_params(shapes) == 1024 * 768
 
 
 # --------------------------------------------------------------------------------- sampling

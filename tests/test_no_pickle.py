@@ -29,14 +29,14 @@ def _no_pickle_np_load(original):
 def _gpt_config(tmp_path):
     text = tmp_path / "corpus.txt"
     text.write_text("to be or not to be, that is the question.\n" * 40)
-    c = load_config("gpt", "tiny")
+    c = load_config("lm", "tiny")
     c.data.path = str(text)
     c.train.num_steps, c.train.checkpoint_every, c.train.eval_every = 10, 10, 0
     c.train.tensorboard = False
     return c
 
 
-@pytest.mark.parametrize("family", ["vae", "gpt"])
+@pytest.mark.parametrize("family", ["vae", "lm"])
 def test_resume_eval_and_sample_never_unpickle(tmp_path, monkeypatch, family):
     config = tiny_vae_config(num_steps=10) if family == "vae" else _gpt_config(tmp_path)
     workdir = str(tmp_path / "run")

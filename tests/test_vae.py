@@ -11,7 +11,7 @@ from conftest import tiny_vae_config
 from aigc_jax import distributions as dist
 from aigc_jax import train
 from aigc_jax.logging import read_metrics
-from aigc_jax.methods import vae as vae_method
+from aigc_jax.methods.vae import method as vae_method
 
 INFO = {"image_shape": [8, 8, 1], "num_classes": 10}
 

@@ -18,8 +18,18 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from aigc_jax.models.layers import (
+    Cache,
+    Dense,
+    MultiHeadAttention,
+    count_params,
+    gelu,
+    init_kv_cache,
+    normal_init,
+    resolve_dtype,
+)
+
 POSITIONS = ("learned", "rope")
-Cache = tuple[tuple[jax.Array, jax.Array], ...]  # per layer (k, v), each [B, S_max, H, D_h]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,100 +52,6 @@ class GPTConfig:
     def head_dim(self) -> int:
         """D_h = n_embd / n_head."""
         return self.n_embd // self.n_head
-
-
-def normal_init(std: float = 0.02):
-    """N(0, std^2) initialiser (GPT-2)."""
-    return nn.initializers.normal(stddev=std)
-
-
-class Dense(nn.Dense):
-    """nn.Dense on the rows of x [..., D_in] flattened to a matrix: same parameters, same result.
-
-    XLA:CPU computes the weight gradient of a [B, T, D] input as a matmul contracting two axes,
-    behind a slow transposing copy; on a matrix it is one plain matmul.
-    """
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        y = super().__call__(x.reshape(-1, x.shape[-1]))
-        return y.reshape(*x.shape[:-1], y.shape[-1])
-
-
-def _normal_cdf(x: jax.Array) -> jax.Array:
-    return 0.5 * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
-
-
-@jax.custom_vjp
-def gelu(x: jax.Array) -> jax.Array:
-    """Exact (erf) GELU, x Phi(x), as torch.nn.GELU(); its gradient Phi(x) + x phi(x) is
-    recomputed from x alone: one fused op and one saved tensor, where autodiff keeps several."""
-    return x * _normal_cdf(x)
-
-
-def _gelu_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return gelu(x), x
-
-
-def _gelu_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
-    pdf = jnp.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
-    return (g * (_normal_cdf(x) + x * pdf),)
-
-
-gelu.defvjp(_gelu_fwd, _gelu_bwd)
-
-
-def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
-    """Rotary position embedding of x [B, S, H, D_h] at integer positions [S] (rotate-half)."""
-    half = x.shape[-1] // 2
-    freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)  # [D_h / 2]
-    angles = positions.astype(jnp.float32)[:, None] * freqs  # [S, D_h / 2]
-    cos, sin = jnp.cos(angles)[None, :, None], jnp.sin(angles)[None, :, None]
-    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
-
-
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with fused QKV and an optional key/value cache."""
-
-    cfg: GPTConfig
-
-    @nn.compact
-    def __call__(self, x: jax.Array, positions: jax.Array, deterministic: bool,
-                 kv: tuple[jax.Array, jax.Array] | None = None, index: jax.Array | None = None):
-        cfg = self.cfg
-        b, s, _ = x.shape
-        qkv = Dense(3 * cfg.n_embd, use_bias=cfg.bias, kernel_init=normal_init(),
-                    dtype=cfg.dtype, name="c_attn")(x)  # [B, S, 3 D]
-        q, k, v = jnp.split(qkv.reshape(b, s, 3 * cfg.n_head, cfg.head_dim), 3, axis=2)
-        if cfg.position == "rope":
-            q, k = rope(q, positions, cfg.rope_base), rope(k, positions, cfg.rope_base)
-        if kv is not None:  # incremental decoding: write this chunk, attend to the filled part
-            k_cache = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, index, 0, 0))
-            v_cache = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, index, 0, 0))
-            kv = (k_cache, v_cache)
-            key_pos = jnp.arange(k_cache.shape[1])
-            mask = key_pos[None, :] <= (index + jnp.arange(s))[:, None]  # [S, S_max]
-            y = jax.nn.dot_product_attention(q, k_cache, v_cache, mask=mask[None, None],
-                                             implementation=cfg.attention_impl)
-        elif cfg.dropout > 0 and not deterministic:
-            y = _attention_with_dropout(q, k, v, cfg.dropout)
-        else:
-            y = jax.nn.dot_product_attention(q, k, v, is_causal=True,
-                                             implementation=cfg.attention_impl)
-        y = y.reshape(b, s, cfg.n_embd)  # [B, S, D]
-        y = Dense(cfg.n_embd, use_bias=cfg.bias, dtype=cfg.dtype, name="c_proj",
-                  kernel_init=normal_init(0.02 / math.sqrt(2 * cfg.n_layer)))(y)
-        return nn.Dropout(cfg.dropout)(y, deterministic=deterministic), kv
-
-
-def _attention_with_dropout(q, k, v, rate: float) -> jax.Array:
-    """softmax(q k^T / sqrt(D_h)) v, dropout on the probabilities (the fused kernel has none)."""
-    s = q.shape[1]
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(q.shape[-1])
-    causal = jnp.tril(jnp.ones((s, s), bool))
-    probs = jax.nn.softmax(jnp.where(causal, logits, -jnp.inf), axis=-1).astype(v.dtype)
-    probs = nn.Dropout(rate)(probs, deterministic=False)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
 class MLP(nn.Module):
@@ -162,8 +78,14 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x, positions, deterministic, kv=None, index=None):
         ln = dict(epsilon=1e-5, use_bias=self.cfg.bias, dtype=self.cfg.dtype)
-        y, kv = CausalSelfAttention(self.cfg, name="attn")(
-            nn.LayerNorm(name="ln_1", **ln)(x), positions, deterministic, kv, index)
+        cfg = self.cfg
+        y, kv = MultiHeadAttention(
+            cfg.n_head, use_bias=cfg.bias, causal=True, dropout=cfg.dropout,
+            position="rope" if cfg.position == "rope" else "none", rope_base=cfg.rope_base,
+            out_kernel_init=normal_init(0.02 / math.sqrt(2 * cfg.n_layer)), dtype=cfg.dtype,
+            implementation=cfg.attention_impl, name="attn")(
+                nn.LayerNorm(name="ln_1", **ln)(x), positions=positions,
+                deterministic=deterministic, kv=kv, index=index)
         x = x + y
         x = x + MLP(self.cfg, name="mlp")(nn.LayerNorm(name="ln_2", **ln)(x), deterministic)
         return x, kv
@@ -215,12 +137,8 @@ class GPT(nn.Module):
 
 def init_cache(cfg: GPTConfig, batch: int, length: int | None = None) -> Cache:
     """An empty key/value cache for `batch` sequences of up to `length` (block_size) tokens."""
-    shape = (batch, length or cfg.block_size, cfg.n_head, cfg.head_dim)
-    return tuple((jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype))
-                 for _ in range(cfg.n_layer))
-
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+    return init_kv_cache(cfg.n_layer, batch, length or cfg.block_size, cfg.n_head, cfg.head_dim,
+                         cfg.dtype)
 
 
 def config_from(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> GPTConfig:
@@ -233,16 +151,16 @@ def config_from(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> GPTCon
         n_head=int(model_cfg.n_head), n_embd=int(model_cfg.n_embd),
         dropout=float(model_cfg.dropout), bias=bool(model_cfg.bias),
         position=str(model_cfg.position), rope_base=float(model_cfg.rope_base),
-        dtype=DTYPES[str(model_cfg.dtype)],
+        dtype=resolve_dtype(str(model_cfg.dtype)),
         attention_impl=str(model_cfg.attention_impl) or None)
 
 
-def count_params(params) -> dict[str, int]:
-    """Total parameters and nanoGPT's count, which leaves out the position embedding."""
-    total = sum(int(p.size) for p in jax.tree.leaves(params))
+def non_embedding_params(params) -> int:
+    """nanoGPT's parameter count: all but the position embedding (the tied token embedding
+    counts, as it is also the output layer)."""
     p = params.get("params", params)
-    wpe = int(p["wpe"]["embedding"].size) if "wpe" in p else 0
-    return {"total": total, "non_embedding": total - wpe}
+    wpe = math.prod(p["wpe"]["embedding"].shape) if "wpe" in p else 0
+    return count_params(params) - wpe
 
 
 def flops_per_token(cfg: GPTConfig, num_params: int) -> float:

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aigc_jax.models.dcgan import maybe_sn
+from aigc_jax.models.layers import avg_pool2, maybe_sn, upsample_nearest
 
 xavier = nn.initializers.xavier_uniform()
 
@@ -34,11 +34,6 @@ class ConditionalBatchNorm(nn.Module):
         return h * gamma[:, None, None] + beta[:, None, None]
 
 
-def upsample(h: jax.Array) -> jax.Array:
-    """Nearest-neighbour 2x upsampling of [B, H, W, C]."""
-    return h.repeat(2, axis=1).repeat(2, axis=2)
-
-
 class GenBlock(nn.Module):
     """BN-ReLU-up-conv3x3-BN-ReLU-conv3x3, plus the shortcut up-conv1x1."""
 
@@ -48,10 +43,10 @@ class GenBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array | None, train: bool) -> jax.Array:
         h = nn.relu(ConditionalBatchNorm(self.num_classes)(x, labels, train))
-        h = nn.Conv(self.channels, (3, 3), kernel_init=xavier)(upsample(h))
+        h = nn.Conv(self.channels, (3, 3), kernel_init=xavier)(upsample_nearest(h))
         h = nn.relu(ConditionalBatchNorm(self.num_classes)(h, labels, train))
         h = nn.Conv(self.channels, (3, 3), kernel_init=xavier)(h)
-        return h + nn.Conv(self.channels, (1, 1), kernel_init=xavier)(upsample(x))
+        return h + nn.Conv(self.channels, (1, 1), kernel_init=xavier)(upsample_nearest(x))
 
 
 class SNGANGenerator(nn.Module):
@@ -73,11 +68,6 @@ class SNGANGenerator(nn.Module):
             h = GenBlock(self.channels, self.num_classes)(h, labels, train)
         h = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(h))
         return jnp.tanh(nn.Conv(out_channels, (3, 3), kernel_init=xavier)(h))  # [B, 32, 32, C]
-
-
-def avg_pool2(h: jax.Array) -> jax.Array:
-    """2x2 average pooling of [B, H, W, C]."""
-    return nn.avg_pool(h, (2, 2), (2, 2))
 
 
 class DiscBlock(nn.Module):

@@ -6,7 +6,6 @@ CIFAR-10 model (ch=128, ch_mult=(1, 2, 2, 2), 2 blocks, attention at 16x16) has 
 Parameters are float32; `dtype` sets the compute precision (bfloat16 for speed).
 """
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,74 +14,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
-    """Sinusoidal embedding of (integer or real) timesteps t [B] -> [B, dim], as in DDPM."""
-    half = dim // 2
-    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - 1))
-    args = t.astype(jnp.float32)[:, None] * freqs[None]
-    emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
-    return jnp.pad(emb, ((0, 0), (0, dim % 2)))
-
-
-def zero_init() -> Any:
-    """Zero kernels for the last layer of each residual branch (identity at initialisation)."""
-    return nn.initializers.zeros
-
-
-class Norm(nn.Module):
-    """GroupNorm computed in float32 whatever the compute dtype (bfloat16 stats are too coarse)."""
-
-    num_groups: int = 32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        groups = math.gcd(self.num_groups, x.shape[-1])
-        return nn.GroupNorm(num_groups=groups, dtype=jnp.float32)(x.astype(jnp.float32))
-
-
-class ResBlock(nn.Module):
-    """GN-swish-conv, + Dense(temb), GN-swish-dropout-conv, with a 1x1 shortcut if widths differ."""
-
-    out_ch: int
-    dropout: float = 0.0
-    num_groups: int = 32
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, temb: jax.Array, train: bool) -> jax.Array:
-        h = nn.swish(Norm(self.num_groups)(x)).astype(self.dtype)
-        h = nn.Conv(self.out_ch, (3, 3), dtype=self.dtype, name="conv1")(h)
-        h = h + nn.Dense(self.out_ch, dtype=self.dtype, name="temb_proj")(
-            nn.swish(temb))[:, None, None, :]
-        h = nn.swish(Norm(self.num_groups)(h)).astype(self.dtype)
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        h = nn.Conv(self.out_ch, (3, 3), dtype=self.dtype, kernel_init=zero_init(),
-                    name="conv2")(h)
-        if x.shape[-1] != self.out_ch:
-            x = nn.Dense(self.out_ch, dtype=self.dtype, name="shortcut")(x)
-        return x.astype(self.dtype) + h
-
-
-class AttnBlock(nn.Module):
-    """Single-head self-attention over all positions, as in DDPM; softmax in float32."""
-
-    num_groups: int = 32
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        b, hgt, wid, c = x.shape
-        h = Norm(self.num_groups)(x).astype(self.dtype)
-        q, k, v = (nn.Dense(c, dtype=self.dtype, name=n)(h).reshape(b, hgt * wid, c)
-                   for n in ("q", "k", "v"))
-        logits = jnp.einsum("bic,bjc->bij", q, k).astype(jnp.float32) / math.sqrt(c)
-        w = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        h = jnp.einsum("bij,bjc->bic", w, v).reshape(b, hgt, wid, c)
-        h = nn.Dense(c, dtype=self.dtype, kernel_init=zero_init(), name="proj_out")(h)
-        return x.astype(self.dtype) + h
+from aigc_jax.models.layers import (
+    AttnBlock,
+    Downsample,
+    GroupNorm32,
+    ResBlock,
+    Upsample,
+    resolve_dtype,
+    timestep_embedding,
+    zero_init,
+)
 
 
 class UNet(nn.Module):
@@ -125,7 +66,7 @@ class UNet(nn.Module):
                     h = AttnBlock(**attn)(h)
                 hs.append(h)
             if level != len(self.ch_mult) - 1:
-                h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2), dtype=self.dtype)(h)
+                h = Downsample(self.dtype)(h)
                 hs.append(h)
         h = ResBlock(h.shape[-1], **block)(h, temb, train)
         h = AttnBlock(**attn)(h)
@@ -137,11 +78,9 @@ class UNet(nn.Module):
                 if h.shape[1] in self.attn_resolutions:
                     h = AttnBlock(**attn)(h)
             if level != 0:
-                b, hgt, wid, c = h.shape
-                h = jax.image.resize(h, (b, 2 * hgt, 2 * wid, c), "nearest")
-                h = nn.Conv(c, (3, 3), dtype=self.dtype)(h)
+                h = Upsample(self.dtype)(h)
         assert not hs
-        h = nn.swish(Norm(self.num_groups)(h)).astype(self.dtype)
+        h = nn.swish(GroupNorm32(self.num_groups)(h)).astype(self.dtype)
         out = nn.Conv(self.out_ch, (3, 3), dtype=self.dtype, kernel_init=zero_init(),
                       name="conv_out")(h)
         return out.astype(jnp.float32)
@@ -152,9 +91,5 @@ def create_unet(cfg: ml_collections.ConfigDict, out_ch: int) -> UNet:
     return UNet(ch=int(cfg.ch), ch_mult=tuple(cfg.ch_mult), num_res_blocks=int(cfg.num_res_blocks),
                 attn_resolutions=tuple(cfg.attn_resolutions), dropout=float(cfg.dropout),
                 out_ch=out_ch, num_classes=int(cfg.num_classes),
-                num_groups=int(cfg.num_groups), dtype=DTYPES[cfg.dtype])
+                num_groups=int(cfg.num_groups), dtype=resolve_dtype(cfg.dtype))
 
-
-def count_params(params: Any) -> int:
-    """Number of scalars in a parameter pytree (works on ShapeDtypeStructs from eval_shape)."""
-    return sum(math.prod(p.shape) for p in jax.tree.leaves(params))

@@ -2,7 +2,7 @@
 
     python experiments/ddim_table/run.py --workdir=/tmp/ddpm_digits --num_samples=1000
 
-Restores the newest checkpoint of a `configs/ddpm.py:digits` run (EMA weights) and, for every
+Restores the newest checkpoint of a `configs/diffusion.py:digits` run (EMA weights) and, for every
 DDIM sub-sequence length S in --steps and every eta in --etas, draws --num_samples samples from
 the same x_T noise and reports the Frechet distance in the features of the bundled digits
 classifier (`aigc_jax.evaluation.sample_quality`, extractor "digits") against the digits train
@@ -26,10 +26,10 @@ import numpy as np  # noqa: E402
 
 from aigc_jax import data as data_lib  # noqa: E402
 from aigc_jax import evaluation, train  # noqa: E402
-from aigc_jax.methods import diffusion  # noqa: E402
-from aigc_jax.methods import diffusion_samplers as samplers  # noqa: E402
+from aigc_jax.methods.diffusion import method as diffusion  # noqa: E402
+from aigc_jax.methods.diffusion import samplers  # noqa: E402
 from aigc_jax.models.unet import create_unet  # noqa: E402
-from configs import ddpm  # noqa: E402
+from configs import diffusion as ddpm  # noqa: E402
 
 
 def make_sampler(config, info: dict):

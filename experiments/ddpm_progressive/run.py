@@ -2,7 +2,7 @@
 
     python experiments/ddpm_progressive/run.py --workdir=/tmp/ddpm_digits
 
-Uses the newest checkpoint in `--workdir` (a digits run of `configs/ddpm.py:digits`; trained
+Uses the newest checkpoint in `--workdir` (a digits run of `configs/diffusion.py:digits`; trained
 here first with `--train` if the workdir is empty). Samples with the full 1000-step ancestral
 (DDPM, fixed small variance) chain from the EMA weights and writes, next to this file:
   digits_progressive.png  each row one sample: x_t at evenly spaced t from T-1 to 0
@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 from aigc_jax import plotting, train  # noqa: E402
 from benchmarks.common import apply_overrides  # noqa: E402
-from configs import ddpm  # noqa: E402
+from configs import diffusion as ddpm  # noqa: E402
 
 
 def chain_figure(traj: np.ndarray, num_cols: int) -> np.ndarray:

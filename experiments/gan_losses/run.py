@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 
 from aigc_jax import train  # noqa: E402
-from aigc_jax.methods import gan  # noqa: E402
+from aigc_jax.methods.gan import method as gan  # noqa: E402
 from configs import gan as gan_configs  # noqa: E402
 
 LOSSES = ("non_saturating", "hinge", "wgan_gp", "least_squares")

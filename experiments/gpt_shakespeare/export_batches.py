@@ -3,7 +3,7 @@
     python experiments/gpt_shakespeare/export_batches.py --data_path=input.txt --seed=0 \
         --out=/tmp/gpt_torch_0.npz
 
-For `configs/gpt.py:shakespeare_char_cpu` with `--seed`: the 2,000 training batches the data
+For `configs/lm.py:shakespeare_char_cpu` with `--seed`: the 2,000 training batches the data
 pipeline draws (int32 [2000, 12, 65]), the whole validation split as the non-overlapping
 windows `--mode=eval` scores ([N, 65]), the validation token stream (for nanoGPT's estimator of
 20 random batches), the initial parameters aigc_jax starts from ("param:<path>" arrays) and
@@ -19,9 +19,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from aigc_jax.data.text import create_text_dataset  # noqa: E402
-from aigc_jax.methods import lm  # noqa: E402
+from aigc_jax.methods.lm import method as lm  # noqa: E402
 from aigc_jax.models.gpt import GPT, config_from  # noqa: E402
-from configs import gpt  # noqa: E402
+from configs import lm as gpt  # noqa: E402
 
 
 def gpt_logits(config, info: dict, params, tokens: np.ndarray) -> np.ndarray:

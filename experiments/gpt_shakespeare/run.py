@@ -2,7 +2,7 @@
 
     python experiments/gpt_shakespeare/run.py --data_path=/path/to/tinyshakespeare/input.txt
 
-Trains `configs/gpt.py:shakespeare_char_cpu` (4 layers, 4 heads, 128 dims, block 64, batch 12,
+Trains `configs/lm.py:shakespeare_char_cpu` (4 layers, 4 heads, 128 dims, block 64, batch 12,
 2,000 iterations; eval every 250 iterations on 20 fixed validation batches, nanoGPT's
 `--eval_iters=20`) on the file, evaluates the whole validation split (`--mode=eval`), samples
 from `--prompt`, draws nanoGPT's own estimator (20 random batches of 12) ten times for the final
@@ -31,7 +31,7 @@ from absl import logging  # noqa: E402
 from aigc_jax import train  # noqa: E402
 from aigc_jax.data.text import create_text_dataset  # noqa: E402
 from aigc_jax.logging import read_metrics  # noqa: E402
-from configs import gpt  # noqa: E402
+from configs import lm as gpt  # noqa: E402
 
 # nanoGPT README, CPU recipe (4 x 128, block 64, batch 12, 2,000 iterations, eval_iters=20):
 # "This still runs in about ~3 minutes, but gets us a loss of only 1.88".
@@ -124,7 +124,7 @@ def main() -> None:
     metrics = read_metrics(args.workdir)
     plot(metrics, os.path.join(args.out_dir, "val_loss.png"))
     results = {
-        "config": "configs/gpt.py:shakespeare_char_cpu", "data_path": args.data_path,
+        "config": "configs/lm.py:shakespeare_char_cpu", "data_path": args.data_path,
         "seed": int(config.seed), "steps": int(state.step),
         "val_loss_20_batches": {str(r["step"]): round(r["loss"], 4)
                                 for r in periodic_evals(metrics)},

@@ -29,7 +29,7 @@ from absl import logging
 from aigc_jax import plotting
 from aigc_jax.errors import UserError
 from aigc_jax.methods.base import Method, write_image_samples
-from aigc_jax.methods.gan_losses import LOSSES, GANLoss, gradient_penalty, r1_penalty
+from aigc_jax.methods.gan.losses import LOSSES, GANLoss, gradient_penalty, r1_penalty
 from aigc_jax.models import dcgan
 from aigc_jax.models.dcgan import CONV_IMPLS, DCGANDiscriminator, DCGANGenerator
 from aigc_jax.models.sngan import SNGANDiscriminator, SNGANGenerator

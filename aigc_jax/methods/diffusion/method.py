@@ -15,11 +15,12 @@ import numpy as np
 from absl import logging
 
 from aigc_jax.errors import UserError
-from aigc_jax.methods import diffusion_objectives as obj
-from aigc_jax.methods import diffusion_samplers as samplers
-from aigc_jax.methods import diffusion_schedules as ds
 from aigc_jax.methods.base import Method
-from aigc_jax.models.unet import DTYPES, UNet, count_params, create_unet
+from aigc_jax.methods.diffusion import objectives as obj
+from aigc_jax.methods.diffusion import samplers
+from aigc_jax.methods.diffusion import schedules as ds
+from aigc_jax.models.layers import DTYPES, count_params
+from aigc_jax.models.unet import UNet, create_unet
 from aigc_jax.optim import create_optimizer
 from aigc_jax.state import TrainState, apply_gradients, create_state, global_norm, step_rng
 

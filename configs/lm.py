@@ -1,6 +1,6 @@
 """GPT configs (method "lm"). Variants: shakespeare_char_cpu, shakespeare_char, gpt2_small, tiny.
 
-    python -m aigc_jax.main --config=configs/gpt.py:shakespeare_char_cpu --workdir=runs/gpt \
+    python -m aigc_jax.main --config=configs/lm.py:shakespeare_char_cpu --workdir=runs/gpt \
         --config.data.path=input.txt          # or --config.data.name=tiny_shakespeare (tfds)
 
 The Shakespeare variants are nanoGPT's `config/train_shakespeare_char.py` (its README's CPU

@@ -1,4 +1,4 @@
-"""Diffusion (DDPM, improved DDPM, DDIM) configs: `--config=configs/ddpm.py:<variant>`.
+"""Diffusion (DDPM, improved DDPM, DDIM) configs: `--config=configs/diffusion.py:<variant>`.
 
 Variants: digits (offline CPU default), digits_cond (class-conditional, guidance), mnist,
 mnist_idx (MNIST IDX files at --config.data.path), fashion_mnist, cifar10 (Ho et al.'s

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aigc_jax.methods.diffusion_objectives import Diffusion, p_mean_variance
+from aigc_jax.methods.diffusion.objectives import Diffusion, p_mean_variance
 
 SAMPLERS = ("ddpm", "ddim")
 

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from aigc_jax import distributions as dist
-from aigc_jax.methods import diffusion_schedules as ds
-from aigc_jax.methods.diffusion_schedules import Schedule, extract
+from aigc_jax.methods.diffusion import schedules as ds
+from aigc_jax.methods.diffusion.schedules import Schedule, extract
 
 VARIANCES = ("fixed_small", "fixed_large", "learned")
 

@@ -16,8 +16,9 @@ from absl import logging
 from aigc_jax.data import tokenizers
 from aigc_jax.errors import UserError
 from aigc_jax.methods.base import Method
-from aigc_jax.methods.lm_sampling import SamplerConfig, generate
-from aigc_jax.models.gpt import GPT, POSITIONS, config_from, count_params, flops_per_token
+from aigc_jax.methods.lm.sampling import SamplerConfig, generate
+from aigc_jax.models.gpt import GPT, POSITIONS, config_from, flops_per_token, non_embedding_params
+from aigc_jax.models.layers import count_params
 from aigc_jax.optim import create_optimizer, create_schedule
 from aigc_jax.parallel import peak_flops
 from aigc_jax.state import TrainState, apply_gradients, create_state, global_norm, step_rng
@@ -92,7 +93,7 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
     tokens_per_step = int(config.train.batch_size) * gcfg.block_size
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
                             jnp.zeros((1, gcfg.block_size), jnp.int32))
-    counts = count_params(shapes)
+    counts = {"total": count_params(shapes), "non_embedding": non_embedding_params(shapes)}
     flops_per_step = flops_per_token(gcfg, counts["non_embedding"]) * tokens_per_step
     sc = SamplerConfig(**{k: type(v)(config.sampler[k]) for k, v in
                           SamplerConfig().__dict__.items()})

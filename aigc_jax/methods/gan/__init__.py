@@ -1,0 +1,5 @@
+"""The gan family; `create(config, info) -> Method` and `validate` live in `method.py`."""
+
+from aigc_jax.methods.gan.method import create, validate
+
+__all__ = ["create", "validate"]

@@ -1,0 +1,5 @@
+"""The vae family; `create(config, info) -> Method` and `validate` live in `method.py`."""
+
+from aigc_jax.methods.vae.method import create, validate
+
+__all__ = ["create", "validate"]

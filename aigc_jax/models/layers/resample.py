@@ -1,0 +1,125 @@
+"""Up- and down-sampling: strided / nearest + conv (U-Net, autoencoders), pooling, and the
+4x4 stride-2 (transposed) convolutions of DCGAN as XLA convolutions or patch matmuls.
+
+XLA:CPU runs transposed and small-spatial strided convolutions through a slow generic path
+(10-100x), so `impl="auto"` picks "matmul" on CPU and "lax" on GPU/TPU; both have flax's
+Conv/ConvTranspose parameters and outputs (tested).
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def upsample_nearest(h: jax.Array) -> jax.Array:
+    """Nearest-neighbour 2x upsampling of [B, H, W, C]."""
+    return h.repeat(2, axis=1).repeat(2, axis=2)
+
+
+def avg_pool2(h: jax.Array) -> jax.Array:
+    """2x2 average pooling of [B, H, W, C]."""
+    return nn.avg_pool(h, (2, 2), (2, 2))
+
+
+class Downsample(nn.Module):
+    """3x3 stride-2 'SAME' convolution keeping the width: [B, H, W, C] -> [B, H/2, W/2, C]."""
+
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), dtype=self.dtype, name="conv")(x)
+
+
+class Upsample(nn.Module):
+    """Nearest 2x upsampling then a 3x3 convolution: [B, H, W, C] -> [B, 2H, 2W, C]."""
+
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return nn.Conv(x.shape[-1], (3, 3), dtype=self.dtype, name="conv")(upsample_nearest(x))
+
+
+CONV_IMPLS = ("auto", "lax", "matmul")
+_DN = ("NHWC", "HWIO", "NHWC")
+# Transposed 4x4 stride-2 'SAME' convolution, one output phase per axis:
+#   y[2j] = K[0] x[j-1] + K[2] x[j],   y[2j+1] = K[1] x[j] + K[3] x[j+1]
+# as ((row offset into x padded by 1, kernel tap), ...) for phases 0 and 1.
+_UP_TAPS = {0: ((0, 0), (1, 2)), 1: ((1, 1), (2, 3))}
+
+
+def resolve_impl(impl: str) -> str:
+    """"auto" -> "matmul" on CPU, "lax" elsewhere."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl={impl!r} is unknown; expected one of {CONV_IMPLS}")
+    if impl == "auto":
+        return "matmul" if jax.default_backend() == "cpu" else "lax"
+    return impl
+
+
+def conv_down2(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
+    """4x4 stride-2 'SAME' conv: [B, H, W, Cin], kernel [4, 4, Cin, Cout] -> [B, H/2, W/2, Cout]."""
+    if impl == "lax":
+        return lax.conv_general_dilated(x, kernel, (2, 2), "SAME", dimension_numbers=_DN)
+    _, h, w, c = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    patches = jnp.concatenate([xp[:, u:u + h:2, v:v + w:2] for u in range(4) for v in range(4)],
+                              -1)  # [B, H/2, W/2, 16 Cin]
+    return patches @ kernel.reshape(16 * c, -1)
+
+
+def conv_up2(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
+    """Transposed 4x4 stride-2 'SAME' conv (flax's ConvTranspose): -> [B, 2H, 2W, Cout]."""
+    if impl == "lax":
+        return lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=_DN)
+    b, h, w, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    rows = []
+    for a in (0, 1):
+        cols = []
+        for c in (0, 1):
+            taps = [(u, tu, v, tv) for u, tu in _UP_TAPS[a] for v, tv in _UP_TAPS[c]]
+            patches = jnp.concatenate([xp[:, u:u + h, v:v + w] for u, _, v, _ in taps], -1)
+            weights = jnp.concatenate([kernel[tu, tv] for _, tu, _, tv in taps], 0)
+            cols.append(patches @ weights)  # [B, H, W, Cout], output pixels (2j + a, 2k + c)
+        rows.append(jnp.stack(cols, 3))  # [B, H, W, 2, Cout]
+    return jnp.stack(rows, 2).reshape(b, 2 * h, 2 * w, -1)  # [B, H, 2, W, 2, Cout] -> image
+
+
+class Down2(nn.Module):
+    """nn.Conv(features, (4, 4), (2, 2), "SAME") with a choice of implementation."""
+
+    features: int
+    use_bias: bool = True
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features))
+        y = conv_down2(x, kernel, resolve_impl(self.impl))
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        return y
+
+
+class Up2(nn.Module):
+    """nn.ConvTranspose(features, (4, 4), (2, 2), "SAME") with a choice of implementation."""
+
+    features: int
+    use_bias: bool = True
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features))
+        y = conv_up2(x, kernel, resolve_impl(self.impl))
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        return y
