@@ -28,17 +28,43 @@ class TrainState:
     model_state: PyTree = struct.field(default_factory=dict)
 
 
-def create_state(params: PyTree, tx: optax.GradientTransformation, rng: jax.Array,
-                 model_state: PyTree | None = None) -> TrainState:
-    """A fresh TrainState at step 0 whose EMA starts equal to the parameters."""
+Optimizers = optax.GradientTransformation | dict[str, optax.GradientTransformation]
+
+
+def create_state(params: PyTree, tx: Optimizers, rng: jax.Array,
+                 model_state: PyTree | None = None,
+                 ema_keys: tuple[str, ...] | None = None) -> TrainState:
+    """A fresh TrainState at step 0 whose EMA starts equal to the parameters.
+
+    With several networks, `params` is a dict of them and `tx` a dict of optimizers with the
+    same keys (a GAN's generator and discriminator, an autoencoder and its codebook or
+    discriminator): `opt_state` is then a dict too, and `ema_keys` picks the networks that
+    keep an EMA (default all).
+    """
+    if isinstance(tx, dict):
+        if set(tx) != set(params):
+            raise ValueError(f"optimizers {sorted(tx)} must match the networks {sorted(params)}")
+        opt_state = {k: tx[k].init(params[k]) for k in tx}
+        keys = tuple(params) if ema_keys is None else ema_keys
+        ema = {k: jax.tree.map(jnp.copy, params[k]) for k in keys}
+    else:
+        opt_state = tx.init(params)
+        ema = jax.tree.map(jnp.copy, params)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        opt_state=tx.init(params),
-        ema_params=jax.tree.map(jnp.copy, params),
+        opt_state=opt_state,
+        ema_params=ema,
         rng=rng,
         model_state={} if model_state is None else model_state,
     )
+
+
+def optimizer_update(params: PyTree, opt_state: PyTree, grads: PyTree,
+                     tx: optax.GradientTransformation) -> tuple[PyTree, PyTree]:
+    """One optax update of one network: (new params, new optimizer state)."""
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
 
 
 def step_rng(state: TrainState, *names: int) -> jax.Array:
@@ -57,8 +83,7 @@ def ema_update(ema: PyTree, new: PyTree, decay: float) -> PyTree:
 def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransformation,
                     ema_decay: float, **changes: Any) -> TrainState:
     """One optimizer update plus the EMA update, advancing the step counter."""
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params, opt_state = optimizer_update(state.params, state.opt_state, grads, tx)
     return state.replace(
         step=state.step + 1,
         params=params,

@@ -29,29 +29,41 @@ class Method:
     """The functions a family provides; each is a closure over the config and model.
 
     - `init_state(rng, example_batch) -> TrainState`
-    - `train_step(state, batch) -> (state, metrics)`: pure; the loop jits it with shardings
-      and donates the state. `metrics` holds scalars and must include "loss".
-    - `eval_step(state, batch, rng) -> metrics`: per-example arrays [B] (or scalars); the
-      loop averages them over the test split, ignoring padded rows. Run periodically.
-    - `final_eval_step(state, batch, rng) -> metrics`: the same, for costly metrics run only
-      by `--mode=eval` (e.g. the VAE's NLL with 5,000 importance samples). Optional.
-    - `sample(state, rng, num, **kwargs)`: compiled generation; images as uint8 [N, H, W, C]
-      (or floats in [-1, 1]), or whatever `write_samples` understands.
+    - `train_step(state, batch, frozen=None) -> (state, metrics)`: pure; the loop jits it with
+      shardings and donates the state. `metrics` holds scalars and must include "loss".
+      `frozen` is {role: weights} of the run's components (see `aigc_jax.components`): an
+      argument of the compiled step, never closed over, donated or checkpointed.
+    - `eval_step(state, batch, rng, frozen=None) -> metrics`: per-example arrays [B] (or
+      scalars); the loop averages them over the test split, ignoring padded rows.
+    - `final_eval_step(state, batch, rng, frozen=None) -> metrics`: the same, for costly
+      metrics run only by `--mode=eval` (e.g. the VAE's NLL with 5,000 importance samples).
+    - `sample(state, rng, num, frozen=None, **kwargs)`: compiled generation; images as uint8
+      [N, H, W, C] (or floats in [-1, 1]), or whatever `write_samples` understands.
     - `write_samples(samples, path_stem) -> files written`: images by default.
-    - `evaluate(state, dataset, rng, num_samples) -> dict`: extra `--mode=eval` metrics
-      (FID, ...), optional.
-    - `figures(state, test_dataset_or_None, out_dir) -> files`: extra figures written by
-      `--mode=sample` (reconstructions, interpolations, latent manifold), optional.
+    - `evaluate(state, dataset, rng, num_samples, frozen=None) -> dict`: extra `--mode=eval`
+      metrics (FID, ...), optional.
+    - `figures(state, test_dataset_or_None, workdir, frozen=None) -> files`: extra figures
+      written by `--mode=sample` under `workdir/figures/` (reconstructions, interpolations,
+      latent manifold, training progress), optional.
+    - `roles`: the component roles the method takes (`config.components.<role>`).
+    - `tokens_per_step`, `flops_per_step`: static per-step numbers for tokens/s and MFU
+      (0: not reported).
     """
 
     init_state: Callable[[jax.Array, Batch], TrainState]
-    train_step: Callable[[TrainState, Batch], tuple[TrainState, Metrics]]
-    eval_step: Callable[[TrainState, Batch, jax.Array], Metrics] | None = None
-    final_eval_step: Callable[[TrainState, Batch, jax.Array], Metrics] | None = None
+    train_step: Callable[..., tuple[TrainState, Metrics]]
+    eval_step: Callable[..., Metrics] | None = None
+    final_eval_step: Callable[..., Metrics] | None = None
     sample: Callable[..., Any] | None = None
     write_samples: Callable[[Any, str], list[str]] = write_image_samples
     evaluate: Callable[..., dict[str, Any]] | None = None
-    figures: Callable[[TrainState, Any, str], list[str]] | None = None
+    figures: Callable[..., list[str]] | None = None
+    roles: tuple[str, ...] = ()
+    tokens_per_step: float = 0.0
+    flops_per_step: float = 0.0
+
+
+Frozen = dict[str, Any] | None  # {role: frozen weights}, the step argument
 
 
 def sample_path(workdir: str, step: int) -> str:

@@ -34,7 +34,7 @@ from aigc_jax.models import dcgan
 from aigc_jax.models.dcgan import CONV_IMPLS, DCGANDiscriminator, DCGANGenerator
 from aigc_jax.models.sngan import SNGANDiscriminator, SNGANGenerator
 from aigc_jax.optim import create_optimizer
-from aigc_jax.state import TrainState, ema_update, step_rng
+from aigc_jax.state import TrainState, create_state, ema_update, optimizer_update, step_rng
 
 ARCHS = ("dcgan", "sngan")
 D_NORMS = ("batch", "spectral", "none")
@@ -266,12 +266,8 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
             "generator": g_stats, "discriminator": d_vars.get("batch_stats", {}),
             "ema_generator": jax.tree.map(jnp.copy, g_stats),
             "alarm": init_alarm(patience)}
-        return TrainState(
-            step=jnp.zeros((), jnp.int32), params=params,
-            opt_state={"generator": g_tx.init(params["generator"]),
-                       "discriminator": d_tx.init(params["discriminator"])},
-            ema_params={"generator": jax.tree.map(jnp.copy, params["generator"])},
-            rng=jax.random.fold_in(rng, 1), model_state=model_state)
+        return create_state(params, {"generator": g_tx, "discriminator": d_tx},
+                            jax.random.fold_in(rng, 1), model_state, ema_keys=("generator",))
 
     def d_update(state: TrainState, carry, inputs):
         """One D step on a real chunk against fresh fakes (stop-gradient through G)."""
@@ -301,8 +297,7 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
             return total, (s, aux)
 
         (total, (d_stats, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_params)
-        updates, d_opt = d_tx.update(grads, d_opt, d_params)
-        d_params = optax.apply_updates(d_params, updates)
+        d_params, d_opt = optimizer_update(d_params, d_opt, grads, d_tx)
         aux = {**aux, "d_total": total, "d_grad_norm": optax.global_norm(grads)}
         return (d_params, d_opt, d_stats), aux
 
@@ -329,9 +324,8 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
 
         (g_loss, (g_stats, d_fake_g)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
             state.params["generator"])
-        updates, g_opt = g_tx.update(g_grads, state.opt_state["generator"],
-                                     state.params["generator"])
-        g_params = optax.apply_updates(state.params["generator"], updates)
+        g_params, g_opt = optimizer_update(state.params["generator"],
+                                           state.opt_state["generator"], g_grads, g_tx)
         # EMA with TensorFlow's num_updates warm-up, so early grids are not the initial weights.
         t = state.step.astype(jnp.float32)
         decay = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))
