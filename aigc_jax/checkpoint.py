@@ -74,6 +74,17 @@ class Checkpointer:
             force=force,
         )
 
+    def latest_meta(self) -> dict[str, Any]:
+        """The JSON metadata of the newest checkpoint that has readable metadata ({} if none)."""
+        for step in reversed(self.all_steps()):
+            try:
+                out = self.manager.restore(step, args=ocp.args.Composite(
+                    meta=ocp.args.JsonRestore()))
+                return dict(out["meta"])
+            except Exception:  # damaged: restore_latest reports and moves it aside
+                continue
+        return {}
+
     def restore(self, target: TrainState, step: int) -> tuple[TrainState, dict[str, Any]]:
         """The checkpoint at `step`, laid out like `target` (shapes, dtypes, shardings)."""
         out = self.manager.restore(

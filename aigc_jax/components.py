@@ -135,8 +135,9 @@ def read_run(workdir: str, what: str) -> tuple[ml_collections.ConfigDict, dict]:
                             f"(no {name}).") from None
         except (OSError, json.JSONDecodeError) as e:
             raise UserError(f"{path} (config.{what}) cannot be read: {e}.") from None
-    config = ml_collections.ConfigDict(files["config.json"])
-    config.pop("provenance", None)  # what that run recorded of its own components
+    saved = dict(files["config.json"])
+    saved.pop("provenance", None)  # what that run recorded of its own components
+    config = ml_collections.ConfigDict(saved)
     return config, files["data_info.json"]
 
 

@@ -59,4 +59,24 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 256
     c.eval.num_batches = 0  # periodic eval: batches of the test split (0: all)
+
+    # Other trained runs used frozen, by role (aigc_jax/components.py); a family's config adds
+    # one `component()` entry per role its method takes.
+    c.components = ml_collections.ConfigDict()
+    # Warm start: trainable parameters (and EMA) from another run, on a fresh start only.
+    c.init_from = ml_collections.ConfigDict()
+    c.init_from.workdir = ""
+    c.init_from.step = 0  # 0: newest checkpoint
+    c.init_from.weights = "ema"  # ema | params
+    c.init_from.name_map = ""  # "this/prefix=source/prefix,...": empty means identical paths
     return c
+
+
+def component() -> ml_collections.ConfigDict:
+    """A `config.components.<role>` entry: a trained run's workdir (empty: not used), its
+    checkpoint step (0: newest) and which weights (ema | params)."""
+    spec = ml_collections.ConfigDict()
+    spec.workdir = ""
+    spec.step = 0
+    spec.weights = "ema"
+    return spec

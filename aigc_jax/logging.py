@@ -14,12 +14,16 @@ from aigc_jax.parallel import is_main_process
 
 
 class _QuietLibraries(pylogging.Filter):
-    """Drop INFO lines from orbax and XLA start-up chatter so the progress line stays visible."""
+    """Drop INFO lines from orbax and XLA start-up chatter so the progress line stays visible,
+    and orbax's warnings that a component's checkpoints are opened read-only (as intended)."""
 
     NOISY = ("orbax", "xla_bridge")
 
     def filter(self, record: pylogging.LogRecord) -> bool:
-        return record.levelno > pylogging.INFO or not any(n in record.pathname for n in self.NOISY)
+        noisy = any(n in record.pathname for n in self.NOISY)
+        if noisy and record.levelno == pylogging.WARNING:
+            return "read only" not in (msg := record.getMessage()) and "read_only" not in msg
+        return record.levelno > pylogging.INFO or not noisy
 
 
 def quiet_libraries() -> None:

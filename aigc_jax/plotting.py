@@ -6,16 +6,6 @@ import numpy as np
 from PIL import Image
 
 
-def to_uint8(images: np.ndarray, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
-    """Float images in `value_range` to uint8 [N, H, W, C] (uint8 input passes through)."""
-    images = np.asarray(images)
-    if images.dtype == np.uint8:
-        return images
-    lo, hi = value_range
-    scaled = (images.astype(np.float32) - lo) / (hi - lo)
-    return np.clip(np.round(scaled * 255.0), 0, 255).astype(np.uint8)
-
-
 def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 1,
               pad_value: int = 255) -> np.ndarray:
     """Tile uint8 [N, H, W, C] images into one uint8 [rows*H', cols*W', C] array."""

@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from aigc_jax import components as components_lib
 from aigc_jax import data as data_lib
 from aigc_jax import methods, parallel
 from aigc_jax.checkpoint import Checkpointer
@@ -32,7 +33,12 @@ class NonFiniteLoss(UserError):
 
 
 class Run:
-    """What the three modes share: mesh, datasets, method, checkpointer and jitted functions."""
+    """What the three modes share: mesh, datasets, components, method, checkpointer.
+
+    Components (`config.components.<role>`) are loaded before the method is built, since the
+    method's shapes depend on them (a latent model's input is its autoencoder's latent). A
+    resumed run reloads each component at the step its first launch recorded.
+    """
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str, need_data: bool = True):
         parallel.maybe_initialize_distributed()
@@ -40,12 +46,25 @@ class Run:
         self.mesh = parallel.create_mesh(config)
         parallel.check_batch_size(int(config.train.batch_size), self.mesh)
         self.rep = parallel.replicated(self.mesh)
-        self.train_ds = data_lib.create_dataset(config, "train") if need_data else None
-        self._test_ds = None
-        self.info = self._data_info()
-        self.method: Method = methods.create(config, self.info)
         self.ckpt = Checkpointer(workdir, int(config.train.get("keep_checkpoints", 3)),
                                  bool(config.train.get("async_checkpoint", True)))
+        try:
+            saved = self.ckpt.latest_meta().get("provenance", {})
+            self.components = components_lib.load_all(
+                config, self.mesh, methods.accepted_roles(config.method),
+                saved.get("components"))
+            self.train_ds = data_lib.create_dataset(config, "train") if need_data else None
+            self._test_ds = None
+            self.info = self._data_info()
+            self.method: Method = methods.create(config, self.info, self.components)
+        except BaseException:
+            self.ckpt.close()
+            raise
+        self.frozen = {role: c.weights for role, c in self.components.items()}
+        self.provenance: dict[str, Any] = {
+            "components": {role: c.provenance for role, c in self.components.items()}}
+        if "init_from" in saved:
+            self.provenance["init_from"] = saved["init_from"]
 
     def _data_info(self) -> dict[str, Any]:
         path = os.path.join(self.workdir, "data_info.json")
@@ -87,12 +106,19 @@ class Run:
                             abstract, self.state_sharding)
 
     def init_state(self, abstract: TrainState | None = None) -> TrainState:
-        """Fresh state, created directly in the layout of `abstract` (default: `abstract_state`)."""
+        """Fresh state, created directly in the layout of `abstract` (default: `abstract_state`);
+        with `config.init_from`, its trainable parameters (and EMA) come from that run."""
         if abstract is None:
             abstract = self.abstract_state()
         rng = jax.random.PRNGKey(int(self.config.seed))
-        return jax.jit(self.method.init_state, out_shardings=jax.tree.map(
+        state = jax.jit(self.method.init_state, out_shardings=jax.tree.map(
             lambda a: a.sharding, abstract))(rng, self.example_batch())
+        if components_lib.is_set(self.config.get("init_from")):
+            params, record = components_lib.warm_start(state.params, self.config, self.mesh)
+            ema, _ = components_lib.warm_start(state.ema_params, self.config, self.mesh)
+            state = state.replace(params=params, ema_params=ema)
+            self.provenance["init_from"] = record
+        return state
 
     def restore_or_init(self) -> tuple[TrainState, bool]:
         """The newest readable checkpoint if there is one, else a fresh state."""
@@ -125,6 +151,7 @@ class Run:
         batch_size = batch_size or int(self.config.eval.batch_size)
         parallel.check_batch_size(batch_size, self.mesh, "eval.batch_size")
         step_fn = jax.jit(eval_step)
+        frozen = self.frozen
         base = jax.random.PRNGKey(int(self.config.seed) + 2)
         sums: dict[str, float] = {}
         count = 0.0
@@ -133,7 +160,7 @@ class Run:
         for b, local in enumerate(batches):
             batch = parallel.shard_batch(self.mesh, local)
             mask = np.asarray(parallel.to_host(batch.pop("mask")), np.float64)
-            out = parallel.to_host(step_fn(state, batch, jax.random.fold_in(base, b)))
+            out = parallel.to_host(step_fn(state, batch, jax.random.fold_in(base, b), frozen))
             for k, v in out.items():
                 v = np.asarray(v, np.float64)
                 v = np.broadcast_to(v, mask.shape) if v.ndim == 0 else v
@@ -153,16 +180,19 @@ class Run:
         if self.method.sample is None:
             return []
         rng = jax.random.fold_in(jax.random.PRNGKey(int(self.config.seed) + 1), step)
-        samples = jax.device_get(self.method.sample(state, rng, num, **kwargs))
+        samples = jax.device_get(self.method.sample(state, rng, num, frozen=self.frozen,
+                                                    **kwargs))
         if not parallel.is_main_process():
             return []
         os.makedirs(os.path.dirname(stem), exist_ok=True)
         return self.method.write_samples(samples, stem)
 
 
-def _checkpoint_meta(config: ml_collections.ConfigDict, step: int) -> dict[str, Any]:
-    # The data position is the step: batches are a pure function of (seed, step).
-    return {"step": step, "data_position": step, "config": config.to_dict()}
+    def checkpoint_meta(self, step: int) -> dict[str, Any]:
+        """JSON saved beside each checkpoint: config, data position and component provenance."""
+        # The data position is the step: batches are a pure function of (seed, step).
+        return {"step": step, "data_position": step, "config": self.config.to_dict(),
+                "provenance": self.provenance}
 
 
 def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
@@ -182,8 +212,8 @@ def guard_nonfinite(train_step, policy: str):
         raise UserError(f"train.nonfinite_policy={policy!r} is unknown; "
                         f"expected one of {NONFINITE_POLICIES}.")
 
-    def step_fn(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        new_state, metrics = train_step(state, batch)
+    def step_fn(state: TrainState, batch: dict, frozen: dict) -> tuple[TrainState, dict]:
+        new_state, metrics = train_step(state, batch, frozen)
         finite = jnp.isfinite(metrics["loss"])
         if "grad_norm" in metrics:
             finite &= jnp.isfinite(metrics["grad_norm"])
@@ -195,26 +225,34 @@ def guard_nonfinite(train_step, policy: str):
     return step_fn
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Save the resolved config as `workdir/config.json` (process 0)."""
+def write_config(config: ml_collections.ConfigDict, workdir: str,
+                 provenance: dict[str, Any] | None = None) -> None:
+    """Save the resolved config as `workdir/config.json` (process 0), with the provenance of
+    its components and warm start (workdir, step, config hash) under "provenance"."""
     if parallel.is_main_process():
         os.makedirs(workdir, exist_ok=True)
+        out = json.loads(config.to_json_best_effort())
+        if provenance:
+            out["provenance"] = provenance
         with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+            json.dump(out, f, indent=2, sort_keys=True)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Train `config` in `workdir`, resuming from its newest checkpoint; returns the final state."""
     run = Run(config, workdir)
-    write_config(config, workdir)
     tc = config.train
     num_steps, batch_size = int(tc.num_steps), int(tc.batch_size)
     policy = tc.get("nonfinite_policy", "stop")
     state, _ = run.restore_or_init()
+    write_config(config, workdir, run.provenance)
     start = int(jax.device_get(state.step))
     writer = MetricWriter(workdir, bool(tc.get("tensorboard", True)))
+    # The frozen weights are an argument, not a closure constant, and not donated.
+    frozen_sharding = jax.tree.map(lambda x: x.sharding, run.frozen)
     train_step = jax.jit(guard_nonfinite(run.method.train_step, policy),
-                         in_shardings=(run.state_sharding, parallel.batch_sharding(run.mesh)),
+                         in_shardings=(run.state_sharding, parallel.batch_sharding(run.mesh),
+                                       frozen_sharding),
                          out_shardings=(run.state_sharding, run.rep), donate_argnums=(0,))
     stop_after = int(tc.stop_after) or num_steps
     stop: dict[str, int | None] = {"signal": None}
@@ -237,7 +275,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             local = run.train_ds.train_batch(step, batch_size, jax.process_index(),
                                              jax.process_count())
             t0 = time.perf_counter()
-            state, metrics = train_step(state, parallel.shard_batch(run.mesh, local))
+            state, metrics = train_step(state, parallel.shard_batch(run.mesh, local), run.frozen)
             if step == start:
                 jax.block_until_ready(metrics)
                 logging.info("first step (compile + run) took %.1fs", time.perf_counter() - t0)
@@ -253,10 +291,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             if log_now:
                 history = []
                 mean["steps_per_sec"] = progress.rate(step)
-                if "tokens_per_step" in mean:  # methods that report tokens and FLOPs per step
+                if run.method.tokens_per_step:  # methods that count tokens and FLOPs per step
                     mean.update(parallel.throughput(mean["steps_per_sec"],
-                                                    mean["tokens_per_step"],
-                                                    mean["flops_per_step"], peak))
+                                                    run.method.tokens_per_step,
+                                                    run.method.flops_per_step, peak))
                 progress.line(step, mean)
                 writer.write(step, "train", mean)
             if every(tc.eval_every):
@@ -269,12 +307,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 run.write_samples(state, step, int(config.get("num_samples", 64)),
                                   sample_path(workdir, step))
             if save_now:
-                run.ckpt.save(state, _checkpoint_meta(config, step))
+                run.ckpt.save(state, run.checkpoint_meta(step))
                 last_saved = step
         if stop["signal"] is not None:
             logging.warning("received signal %s at step %d: saving a checkpoint and exiting",
                             stop["signal"], step)
-            run.ckpt.save(state, _checkpoint_meta(config, step), force=True)
+            run.ckpt.save(state, run.checkpoint_meta(step), force=True)
     finally:
         run.ckpt.close()
         writer.close()
@@ -295,11 +333,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
                 config.eval.get("final_batch_size", config.eval.batch_size))))
         if run.method.evaluate is not None:
             rng = jax.random.fold_in(jax.random.PRNGKey(int(config.seed) + 3), step)
-            results.update(run.method.evaluate(state, run.test_dataset(), rng, num_samples))
+            results.update(run.method.evaluate(state, run.test_dataset(), rng, num_samples,
+                                               run.frozen))
         if parallel.is_main_process():
             os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
             with open(os.path.join(workdir, "eval", f"{step}.json"), "w") as f:
-                json.dump({"step": step, **results}, f, indent=2, default=_json_default)
+                json.dump({"step": step, **results, "provenance": run.provenance}, f, indent=2,
+                          default=_json_default)
             MetricWriter(workdir, tensorboard=False).write(
                 step, "eval", {k: v for k, v in results.items() if _is_number(v)})
         logging.info("eval at step %d: %s", step, results)
@@ -332,7 +372,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str, num_samples: int,
         except UserError as e:  # figures that need data are skipped, not fatal
             logging.warning("no test data for figures: %s", e)
             test_ds = None
-        files += run.method.figures(state, test_ds, os.path.join(workdir, "figures"))
+        files += run.method.figures(state, test_ds, workdir, run.frozen)
     for f in files:
         logging.info("wrote %s", f)
     return files

@@ -1,30 +1,32 @@
 """Diffusion (DDPM, improved DDPM, DDIM) configs: `--config=configs/diffusion.py:<variant>`.
 
-Variants: digits (offline CPU default), digits_cond (class-conditional, guidance), mnist,
+Variants: digits (offline CPU default), digits_cond (class-conditional, guidance),
+digits_latent (in the latent space of a digits VAE run: a two-stage recipe), mnist,
 mnist_idx (MNIST IDX files at --config.data.path), fashion_mnist, cifar10 (Ho et al.'s
-35.7M-parameter model and recipe), celeba64. bfloat16 compute: --config.model.dtype=bfloat16.
+35.7M-parameter model and recipe), celeba64, tiny and tiny_latent (seconds on a CPU: tests).
+bfloat16 compute: --config.model.dtype=bfloat16.
 """
 
 import ml_collections
 
-from aigc_jax.config_base import base_config
+from aigc_jax.config_base import base_config, component
 
-VARIANTS = ("digits", "digits_cond", "mnist", "mnist_idx", "fashion_mnist", "cifar10",
-            "celeba64")
+VARIANTS = ("digits", "digits_cond", "digits_latent", "mnist", "mnist_idx", "fashion_mnist",
+            "cifar10", "celeba64", "tiny", "tiny_latent")
 
 
 def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     """The diffusion config for `variant`."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown ddpm variant {variant!r}; known variants: {', '.join(VARIANTS)}")
+        raise ValueError(f"unknown diffusion variant {variant!r}; known variants: "
+                         f"{', '.join(VARIANTS)}")
     c = base_config("diffusion")
-    c.objective = "eps"  # eps | x0 | v | hybrid
-    c.loss_weighting = "none"  # none | snr | min_snr | truncated_snr
-    c.min_snr_gamma = 5.0
-    c.hybrid_lambda = 0.001  # weight of L_vlb in the hybrid objective
-    c.label_dropout = 0.0  # class-conditional: fraction of labels replaced by the null class
-
-    c.diffusion = ml_collections.ConfigDict()
+    c.diffusion = ml_collections.ConfigDict()  # the family's own keys (DESIGN.md)
+    c.diffusion.objective = "eps"  # eps | x0 | v | hybrid
+    c.diffusion.loss_weighting = "none"  # none | snr | min_snr | truncated_snr
+    c.diffusion.min_snr_gamma = 5.0
+    c.diffusion.hybrid_lambda = 0.001  # weight of L_vlb in the hybrid objective
+    c.diffusion.label_dropout = 0.0  # class-conditional: share of labels set to the null class
     c.diffusion.schedule = "linear"  # linear | cosine
     c.diffusion.num_timesteps = 1000
     c.diffusion.beta_start = 1e-4  # linear; scaled by 1000 / num_timesteps
@@ -34,6 +36,9 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     c.diffusion.variance = "auto"  # auto (learned for hybrid, else fixed_small) | fixed_small |
     #                                fixed_large | learned
 
+    c.model.arch = "unet"  # unet (images, spatial latents) | mlp (vector latents)
+    c.model.mlp_width = 256  # mlp: residual MLP width and number of blocks
+    c.model.mlp_blocks = 3
     c.model.ch = 128
     c.model.ch_mult = (1, 2, 2, 2)
     c.model.num_res_blocks = 2
@@ -63,7 +68,11 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     c.eval.fid_batch_size = 250
     c.eval.cache_dir = ""  # reference statistics cache ("": ~/.cache/aigc_jax/reference)
 
-    if variant in ("digits", "digits_cond"):
+    # Latent diffusion: set this to a trained run that exports the Autoencoder role (e.g. a
+    # VAE run); the model then learns its latents and samples are decoded by it.
+    c.components.autoencoder = component()
+
+    if variant in ("digits", "digits_cond", "tiny"):
         # sklearn's 8x8 digits resized to 16x16; a 0.6M-parameter UNet (16, 32, 64 channels
         # at 16, 8, 4 pixels) trains on 2 CPU cores to recognisable digits in a few minutes.
         c.data.name = "digits"
@@ -96,7 +105,7 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         c.eval.fid_batch_size = 500
         if variant == "digits_cond":
             c.model.num_classes = 10
-            c.label_dropout = 0.1
+            c.diffusion.label_dropout = 0.1
             c.sampler.guidance_scale = 1.0
     elif variant in ("mnist", "mnist_idx", "fashion_mnist"):
         # 28x28 grayscale: three levels (28, 14, 7), attention at 14.
@@ -141,4 +150,54 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         c.train.checkpoint_every = 10_000
         c.train.sample_every = 25_000
         c.eval.batch_size = 200
+    if variant == "tiny":
+        # digits at their native 8x8, an 8-channel one-level UNet and T = 50: one level keeps
+        # the train, sample and eval compiles short on a CPU (tests, smoke runs).
+        c.data.image_size = 0
+        c.model.ch, c.model.ch_mult, c.model.num_groups = 8, (1,), 4
+        c.diffusion.num_timesteps = 50
+        c.sampler.num_steps = 10
+        c.optimizer.learning_rate, c.optimizer.warmup_steps = 3e-3, 10
+        c.train.num_steps, c.train.batch_size = 200, 32
+        c.train.log_every = 50
+        c.train.eval_every = c.train.sample_every = 0
+        c.train.checkpoint_every = 200
+        c.train.ema_decay = 0.9
+        c.train.tensorboard = False
+        c.eval.vlb_timesteps, c.eval.vlb_chunk = 5, 25
+        c.eval.fid_num_samples = 0
+        c.num_samples = 16
+    elif variant in ("digits_latent", "tiny_latent"):
+        # Two stages: diffusion in the 8-d latent space of a digits VAE run
+        # (--config.components.autoencoder.workdir=runs/vae_digits), a residual-MLP denoiser,
+        # the VAE's data (8x8 digits, dynamically binarized); samples are decoded by the VAE.
+        tiny = variant == "tiny_latent"
+        c.data.name = "digits"
+        c.data.binarize = "dynamic"
+        c.model.arch = "mlp"
+        c.model.mlp_width = 32 if tiny else 256
+        c.model.mlp_blocks = 1 if tiny else 3
+        c.model.dropout = 0.0
+        c.diffusion.num_timesteps = 50 if tiny else 1000
+        c.sampler.name = "ddim"
+        c.sampler.num_steps = 10 if tiny else 100
+        c.sampler.clip_x0 = False  # latents are not in [-1, 1]
+        c.optimizer.learning_rate = 1e-3
+        c.optimizer.schedule = "cosine"
+        c.optimizer.warmup_steps = 10 if tiny else 100
+        c.optimizer.min_lr = 1e-4
+        c.train.batch_size = 32 if tiny else 100
+        c.train.num_steps = 20 if tiny else 6000
+        c.train.log_every = 10 if tiny else 250
+        c.train.eval_every = 0 if tiny else 2000
+        c.train.checkpoint_every = 10 if tiny else 2000
+        c.train.sample_every = 0 if tiny else 2000
+        c.train.ema_decay = 0.9 if tiny else 0.995
+        c.train.tensorboard = not tiny
+        c.eval.batch_size = 100
+        c.eval.vlb_timesteps = 0  # the VLB in bits/dim is a pixel-space quantity
+        c.eval.extractor = "digits"
+        c.eval.fid_num_samples = 0 if tiny else 1500
+        c.eval.fid_batch_size = 500
+        c.num_samples = 16 if tiny else 64
     return c

@@ -1,5 +1,5 @@
 """GAN configs. Variants: digits (offline default), digits_cond, mnist, fashion_mnist, cifar10
-(DCGAN), cifar10_sngan (ResNet SNGAN, hinge), celeba64. Pick one with
+(DCGAN), cifar10_sngan (ResNet SNGAN, hinge), celeba64, tiny (seconds on a CPU). Pick one with
 `--config=configs/gan.py:<variant>`."""
 
 import ml_collections
@@ -7,7 +7,7 @@ import ml_collections
 from aigc_jax.config_base import base_config
 
 VARIANTS = ("digits", "digits_cond", "mnist", "fashion_mnist", "cifar10", "cifar10_sngan",
-            "celeba64")
+            "celeba64", "tiny")
 
 
 def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
@@ -50,7 +50,7 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     c.eval.fid_batch_size = 500
     c.eval.cache_dir = ""
 
-    if variant in ("digits", "digits_cond"):
+    if variant in ("digits", "digits_cond", "tiny"):
         # sklearn's 8x8 digits: a few minutes on 2 CPU cores.
         c.data.name = "digits"
         c.model.latent_dim = 32
@@ -123,4 +123,17 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         c.train.checkpoint_every = 5000
         c.train.sample_every = 2500
         c.eval.batch_size = 500
+    if variant == "tiny":
+        # The digits DCGAN with small widths and one stride-2 stage: seconds on a CPU (tests).
+        c.model.g_channels = 32
+        c.model.d_channels = 32
+        c.model.min_side = 4  # one stride-2 stage: the fastest program to compile
+        c.train.num_steps = 200
+        c.train.log_every = 50
+        c.train.eval_every = 200
+        c.train.checkpoint_every = 100
+        c.train.sample_every = 200
+        c.train.tensorboard = False
+        c.train.async_checkpoint = False
+        c.num_samples = 16
     return c

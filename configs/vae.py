@@ -1,11 +1,12 @@
 """VAE configs. Variants: digits (offline default), digits_2d, mnist, mnist_conv,
-fashion_mnist, cifar10. Pick one with `--config=configs/vae.py:<variant>`."""
+fashion_mnist, cifar10, tiny (seconds on a CPU: tests).
+Pick one with `--config=configs/vae.py:<variant>`."""
 
 import ml_collections
 
 from aigc_jax.config_base import base_config
 
-VARIANTS = ("digits", "digits_2d", "mnist", "mnist_conv", "fashion_mnist", "cifar10")
+VARIANTS = ("digits", "digits_2d", "mnist", "mnist_conv", "fashion_mnist", "cifar10", "tiny")
 
 
 def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
@@ -13,10 +14,11 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     if variant not in VARIANTS:
         raise ValueError(f"unknown vae variant {variant!r}; known variants: {', '.join(VARIANTS)}")
     c = base_config("vae")
-    c.objective = "elbo"  # elbo | beta_vae | iwae
-    c.beta = 1.0  # KL weight for beta_vae
-    c.num_importance_samples = 5  # k for the iwae objective
-    c.likelihood = "bernoulli"  # bernoulli | discretized_gaussian
+    c.vae = ml_collections.ConfigDict()  # the family's own keys (DESIGN.md)
+    c.vae.objective = "elbo"  # elbo | beta_vae | iwae
+    c.vae.beta = 1.0  # KL weight for beta_vae
+    c.vae.num_importance_samples = 5  # k for the iwae objective
+    c.vae.likelihood = "bernoulli"  # bernoulli | discretized_gaussian
 
     c.model.arch = "mlp"  # mlp | conv
     c.model.hidden = (200, 200)
@@ -30,7 +32,7 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     c.eval.nll_chunk = 500
     c.eval.final_batch_size = 64
 
-    if variant in ("digits", "digits_2d"):
+    if variant in ("digits", "digits_2d", "tiny"):
         # sklearn's 8x8 digits, dynamically binarized: trains in about a minute on 2 CPU cores.
         c.data.name = "digits"
         c.data.binarize = "dynamic"
@@ -81,7 +83,7 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     elif variant == "cifar10":
         c.data.name = "cifar10"
         c.data.random_flip = True
-        c.likelihood = "discretized_gaussian"
+        c.vae.likelihood = "discretized_gaussian"
         c.model.arch = "conv"
         c.model.activation = "swish"
         c.model.channels = (64, 128, 256)
@@ -98,4 +100,19 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         c.eval.batch_size = 500
         c.eval.nll_samples = 1000
         c.eval.nll_chunk = 100
+    if variant == "tiny":
+        # The digits VAE shrunk to seconds of CPU training: tests and smoke runs.
+        c.model.hidden = (64,)
+        c.train.num_steps = 60
+        c.train.batch_size = 50
+        c.train.log_every = 10
+        c.train.eval_every = 60
+        c.train.checkpoint_every = 20
+        c.train.sample_every = 60
+        c.train.tensorboard = False
+        c.optimizer.warmup_steps = 5
+        c.eval.iwae_k = 8
+        c.eval.nll_samples = 40
+        c.eval.nll_chunk = 20
+        c.num_samples = 16
     return c

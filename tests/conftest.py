@@ -21,21 +21,11 @@ def load_config(name: str, variant: str):
 
 
 def tiny_vae_config(num_steps: int = 60):
-    """The digits VAE, shrunk to a few seconds of training."""
-    c = load_config("vae", "digits")
-    c.model.hidden = (64,)
+    """`configs/vae.py:tiny` (the digits VAE in seconds) for `num_steps` steps."""
+    c = load_config("vae", "tiny")
     c.train.num_steps = num_steps
-    c.train.batch_size = 50
-    c.train.log_every = 10
     c.train.eval_every = num_steps
-    c.train.checkpoint_every = 20
     c.train.sample_every = num_steps
-    c.train.tensorboard = False
-    c.optimizer.warmup_steps = 5
-    c.eval.iwae_k = 8
-    c.eval.nll_samples = 40
-    c.eval.nll_chunk = 20
-    c.num_samples = 16
     return c
 
 

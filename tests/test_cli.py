@@ -53,7 +53,7 @@ def test_sample_mode_writes_png_and_npz(trained):
     (["--config.train.num_steps=abc"], "num_steps"),
     (["--config.train.num_steps=0"], "config.train.num_steps=0 must be positive"),
     (["--config.optimizer.learning_rate=-1.0"], "learning_rate=-1.0"),
-    (["--config.objective=bogus"], "config.objective='bogus' is unknown"),
+    (["--config.vae.objective=bogus"], "config.vae.objective='bogus' is unknown"),
     (["--config.data.name=idx", "--config.data.path=/no/such/folder"], "/no/such/folder"),
     (["--mode=sample", "--num_samples=0"], "--num_samples=0 must be a positive integer"),
 ])

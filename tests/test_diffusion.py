@@ -26,26 +26,10 @@ INFO = {"kind": "image", "image_shape": [8, 8, 1], "num_classes": 10}
 
 
 def tiny_config(num_steps: int = 200):
-    """The digits variant at its native 8x8 with an 8-channel one-level UNet and T = 50.
-
-    One level keeps the three compiles (train, sample, eval) short on a CPU; the down/up paths
-    are covered by the parameter-count and bfloat16 tests.
-    """
-    c = load_config("diffusion", "digits")
-    c.data.image_size = 0
-    c.model.ch, c.model.ch_mult, c.model.num_groups = 8, (1,), 4
-    c.diffusion.num_timesteps = 50
-    c.sampler.num_steps = 10
-    c.optimizer.learning_rate, c.optimizer.warmup_steps = 3e-3, 10
-    c.train.num_steps, c.train.batch_size = num_steps, 32
-    c.train.log_every = 50
-    c.train.eval_every = c.train.sample_every = 0
-    c.train.checkpoint_every = num_steps
-    c.train.ema_decay = 0.9
-    c.train.tensorboard = False
-    c.eval.vlb_timesteps, c.eval.vlb_chunk = 5, 25
-    c.eval.fid_num_samples = 0
-    c.num_samples = 16
+    """`configs/diffusion.py:tiny` (8x8 digits, one-level 8-channel UNet, T = 50); the down/up
+    paths are covered by the parameter-count and bfloat16 tests."""
+    c = load_config("diffusion", "tiny")
+    c.train.num_steps = c.train.checkpoint_every = num_steps
     return c
 
 
@@ -310,11 +294,11 @@ def test_class_conditional_unet_has_a_null_class_and_bfloat16_compute():
 
 def test_unknown_names_and_impossible_guidance_are_user_errors():
     c = tiny_config()
-    c.objective = "score_matching"
+    c.diffusion.objective = "score_matching"
     with pytest.raises(UserError, match="score_matching.*eps.*hybrid"):
         diffusion.validate(c)
     c = tiny_config()
-    c.loss_weighting = "p2"
+    c.diffusion.loss_weighting = "p2"
     with pytest.raises(UserError, match="min_snr"):
         diffusion.validate(c)
     c = tiny_config()

@@ -23,21 +23,13 @@ from aigc_jax.state import TrainState
 INFO = {"image_shape": [8, 8, 1], "num_classes": 10}
 
 
-def tiny_gan_config(num_steps: int = 200, variant: str = "digits"):
-    """The digits GAN with small widths: a few seconds of training."""
-    c = load_config("gan", variant)
-    c.model.g_channels = 32
-    c.model.d_channels = 32
-    c.model.min_side = 4  # one stride-2 stage: the fastest program to compile
+def tiny_gan_config(num_steps: int = 200, num_classes: int = 0):
+    """`configs/gan.py:tiny` (small widths, seconds of training) for `num_steps` steps."""
+    c = load_config("gan", "tiny")
+    c.model.num_classes = num_classes
     c.train.num_steps = num_steps
-    c.train.batch_size = 64
-    c.train.log_every = 50
     c.train.eval_every = num_steps
-    c.train.checkpoint_every = 100
     c.train.sample_every = num_steps
-    c.train.tensorboard = False
-    c.train.async_checkpoint = False
-    c.num_samples = 16
     return c
 
 
@@ -228,7 +220,7 @@ def test_spectral_norm_bounds_the_largest_singular_value():
 
 
 def stepped_config():
-    c = tiny_gan_config(variant="digits_cond")
+    c = tiny_gan_config(num_classes=10)
     c.loss, c.gp_weight, c.r1_gamma, c.n_critic = "wgan_gp", 10.0, 1.0, 2
     c.model.d_norm = "spectral"
     c.optimizer.g_learning_rate, c.optimizer.d_learning_rate = 1e-4, 4e-4  # TTUR

@@ -18,7 +18,7 @@ INFO = {"image_shape": [8, 8, 1], "num_classes": 10}
 
 def _ctx_and_params(likelihood="bernoulli", arch="mlp", dtype="float32"):
     c = tiny_vae_config()
-    c.likelihood = likelihood
+    c.vae.likelihood = likelihood
     c.model.arch = arch
     c.model.dtype = dtype
     c.model.channels = (8, 16)
@@ -116,7 +116,7 @@ def test_short_digits_run_lowers_test_neg_elbo(tmp_path):
 
 def test_objective_registry_lists_known_names():
     c = tiny_vae_config()
-    c.objective = "wake_sleep"
+    c.vae.objective = "wake_sleep"
     try:
         vae_method._context(c, INFO)
     except ValueError as e:

@@ -1,10 +1,13 @@
 """The method registry: `config.method` names a module in this package with `create(config, info)`.
 
 A method is the family-specific part of a run (model, objective, sampler, evaluation); the
-loop in `aigc_jax.train` knows nothing else. See `aigc_jax.methods.base.Method`.
+loop in `aigc_jax.train` knows nothing else. See `aigc_jax.methods.base.Method`. A family's
+package may also export `ROLES` ({role: exporter}, what its trained runs can serve as, see
+`aigc_jax.components`) and `ACCEPTS` (the component roles it takes).
 """
 
 import importlib
+from typing import Any
 
 import ml_collections
 
@@ -26,9 +29,16 @@ def get_module(name: str):
     return importlib.import_module(METHODS[name])
 
 
-def create(config: ml_collections.ConfigDict, info: dict) -> Method:
-    """Build the Method for `config.method` given the dataset info (shapes, classes, vocab)."""
-    return get_module(config.method).create(config, info)
+def accepted_roles(name: str) -> tuple[str, ...]:
+    """The component roles method `name` takes (`config.components.<role>`): its `ACCEPTS`."""
+    return tuple(getattr(get_module(name), "ACCEPTS", ()))
 
 
-__all__ = ["METHODS", "Method", "create", "get_module"]
+def create(config: ml_collections.ConfigDict, info: dict,
+           components: dict[str, Any] | None = None) -> Method:
+    """Build the Method for `config.method` given the dataset info (shapes, classes, vocab) and
+    the loaded components ({role: aigc_jax.components.Component})."""
+    return get_module(config.method).create(config, info, components or {})
+
+
+__all__ = ["METHODS", "Method", "accepted_roles", "create", "get_module"]

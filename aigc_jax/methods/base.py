@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from aigc_jax import plotting
+from aigc_jax.methods.common import to_uint8
 from aigc_jax.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -17,7 +18,7 @@ Metrics = dict[str, jax.Array]
 
 def write_image_samples(samples: Any, path_stem: str) -> list[str]:
     """Default sample writer: uint8 [N, H, W, C] images to `<stem>.png` (grid) and `<stem>.npz`."""
-    images = plotting.to_uint8(np.asarray(samples))
+    images = np.asarray(to_uint8(np.asarray(samples)))
     png = plotting.save_image_grid(images, path_stem + ".png")
     npz = path_stem + ".npz"
     np.savez_compressed(npz, images=images)
@@ -45,7 +46,6 @@ class Method:
     - `figures(state, test_dataset_or_None, workdir, frozen=None) -> files`: extra figures
       written by `--mode=sample` under `workdir/figures/` (reconstructions, interpolations,
       latent manifold, training progress), optional.
-    - `roles`: the component roles the method takes (`config.components.<role>`).
     - `tokens_per_step`, `flops_per_step`: static per-step numbers for tokens/s and MFU
       (0: not reported).
     """
@@ -58,7 +58,6 @@ class Method:
     write_samples: Callable[[Any, str], list[str]] = write_image_samples
     evaluate: Callable[..., dict[str, Any]] | None = None
     figures: Callable[..., list[str]] | None = None
-    roles: tuple[str, ...] = ()
     tokens_per_step: float = 0.0
     flops_per_step: float = 0.0
 

@@ -27,7 +27,7 @@ from configs import vae  # noqa: E402
 def digits_config(objective: str, latent_dim: int, steps: int):
     """The digits VAE with `objective` ("elbo" or "iwae" with k = 5)."""
     c = vae.get_config("digits")
-    c.objective = objective
+    c.vae.objective = objective
     c.model.latent_dim = latent_dim
     c.train.num_steps = steps
     c.train.sample_every = 0
@@ -40,7 +40,7 @@ def mnist_config(mnist_dir: str, objective: str, latent_dim: int, steps: int):
     c = vae.get_config("mnist")
     c.data.name, c.data.path = "idx", mnist_dir
     c.data.source_split, c.data.holdout_fraction = "test", 0.1
-    c.objective = objective
+    c.vae.objective = objective
     c.model.latent_dim = latent_dim
     # Burda et al.'s 3,280-epoch staircase is far beyond this CPU; a cosine schedule instead.
     c.optimizer.schedule, c.optimizer.learning_rate, c.optimizer.min_lr = "cosine", 1e-3, 1e-5
@@ -63,7 +63,7 @@ def run(name: str, config, out: dict, workdir_root: str) -> None:
     results = train.evaluate(config, workdir)
     train.sample(config, workdir, 64)
     k = int(config.eval.nll_samples)
-    out[name] = {"objective": config.objective, "latent_dim": int(config.model.latent_dim),
+    out[name] = {"objective": config.vae.objective, "latent_dim": int(config.model.latent_dim),
                  "steps": int(config.train.num_steps), "neg_elbo": results["neg_elbo"],
                  f"nll_k{k}": results[f"nll_iwae_k{k}"], "minutes": (time.time() - t0) / 60}
     for fig in ("manifold", "reconstructions"):

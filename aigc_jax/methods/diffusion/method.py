@@ -6,7 +6,6 @@ Diffusion Guidance". Schedules, objectives and samplers live in the `diffusion_*
 """
 
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,41 +14,40 @@ import numpy as np
 from absl import logging
 
 from aigc_jax.errors import UserError
-from aigc_jax.methods.base import Method
+from aigc_jax.methods.base import Frozen, Method
+from aigc_jax.methods.common import EXTRACTORS, check_choice, sample_quality, to_uint8
+from aigc_jax.methods.common import to_float as preprocess
 from aigc_jax.methods.diffusion import objectives as obj
 from aigc_jax.methods.diffusion import samplers
 from aigc_jax.methods.diffusion import schedules as ds
 from aigc_jax.models.layers import DTYPES, count_params
+from aigc_jax.models.mlp_denoiser import create_mlp_denoiser
 from aigc_jax.models.unet import UNet, create_unet
 from aigc_jax.optim import create_optimizer
 from aigc_jax.state import TrainState, apply_gradients, create_state, global_norm, step_rng
 
-EXTRACTORS = ("digits", "mnist", "inception")
-
-
-def preprocess(images: jax.Array) -> jax.Array:
-    """uint8 [B, H, W, C] -> float32 in [-1, 1]."""
-    return images.astype(jnp.float32) / 127.5 - 1.0
-
-
-def _check(name: str, value: Any, known) -> None:
-    if value not in known:
-        raise UserError(f"config.{name}={value!r} is unknown; known: {sorted(known)}.")
+_check = check_choice
+ARCHS = ("unet", "mlp")  # the denoiser: a U-Net for images and spatial latents, an MLP for vectors
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raise a UserError for an impossible diffusion config, before anything is compiled."""
-    _check("objective", config.objective, obj.OBJECTIVES)
-    _check("loss_weighting", config.loss_weighting, obj.LOSS_WEIGHTINGS)
+    _check("diffusion.objective", config.diffusion.objective, obj.OBJECTIVES)
+    _check("diffusion.loss_weighting", config.diffusion.loss_weighting, obj.LOSS_WEIGHTINGS)
     _check("diffusion.schedule", config.diffusion.schedule, ds.SCHEDULES)
     _check("diffusion.variance", config.diffusion.variance, ("auto", *obj.VARIANCES))
     _check("sampler.name", config.sampler.name, samplers.SAMPLERS)
     _check("model.dtype", config.model.dtype, DTYPES)
+    _check("model.arch", config.model.arch, ARCHS)
+    if int(config.model.mlp_width) < 1 or int(config.model.mlp_blocks) < 1:
+        raise UserError(f"config.model.mlp_width={config.model.mlp_width} and "
+                        f"model.mlp_blocks={config.model.mlp_blocks} must be positive.")
     _check("eval.extractor", config.eval.extractor, EXTRACTORS)
-    learns = obj.OBJECTIVES[config.objective].learned_variance
+    learns = obj.OBJECTIVES[config.diffusion.objective].learned_variance
     if config.diffusion.variance == "learned" and not learns:
         raise UserError(f"config.diffusion.variance='learned' needs an objective that learns "
-                        f"it (hybrid), not config.objective={config.objective!r}.")
+                        "it (hybrid), not "
+                        f"config.diffusion.objective={config.diffusion.objective!r}.")
     m = config.model
     mult = tuple(m.ch_mult) if isinstance(m.ch_mult, (tuple, list)) else (m.ch_mult,)
     if int(m.ch) < 1 or not mult or min(int(k) for k in mult) < 1:
@@ -69,9 +67,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if float(config.sampler.guidance_scale) != 0.0 and int(config.model.num_classes) == 0:
         raise UserError(f"config.sampler.guidance_scale={config.sampler.guidance_scale} needs a "
                         "class-conditional model; set config.model.num_classes (and "
-                        "config.label_dropout) or leave the guidance scale at 0.")
-    if not 0.0 <= float(config.label_dropout) < 1.0:
-        raise UserError(f"config.label_dropout={config.label_dropout} must be in [0, 1).")
+                        "config.diffusion.label_dropout) or leave the guidance scale at 0.")
+    if not 0.0 <= float(config.diffusion.label_dropout) < 1.0:
+        raise UserError(f"config.diffusion.label_dropout={config.diffusion.label_dropout} must "
+                        "be in [0, 1).")
     if int(config.eval.vlb_timesteps) < 0:
         raise UserError(f"config.eval.vlb_timesteps={config.eval.vlb_timesteps} must not be "
                         "negative.")
@@ -79,13 +78,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def diffusion_from_config(config: ml_collections.ConfigDict) -> obj.Diffusion:
     """The schedule and parameterisation named by `config`."""
-    objective = obj.OBJECTIVES[config.objective]
+    objective = obj.OBJECTIVES[config.diffusion.objective]
     variance = config.diffusion.variance
     if variance == "auto":
         variance = "learned" if objective.learned_variance else "fixed_small"
     return obj.Diffusion(ds.create_schedule(config.diffusion), objective.prediction, variance,
-                         config.loss_weighting, float(config.min_snr_gamma),
-                         float(config.hybrid_lambda))
+                         config.diffusion.loss_weighting, float(config.diffusion.min_snr_gamma),
+                         float(config.diffusion.hybrid_lambda))
 
 
 def vlb_bpd(d: obj.Diffusion, apply, x0: jax.Array, labels: jax.Array | None, rng: jax.Array,
@@ -136,14 +135,40 @@ def stratified_vlb_grid(rng: jax.Array, num_timesteps: int, k: int, batch: int):
     return t[:, None], w[:, None]
 
 
-def create(config: ml_collections.ConfigDict, info: dict) -> Method:
-    """The diffusion Method for `config` on images described by `info`."""
+def latent_layout(latent_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """The [H, W, C] the model sees for an autoencoder's latents: vectors [D] as [1, 1, D]."""
+    if len(latent_shape) == 1:
+        return (1, 1, int(latent_shape[0]))
+    if len(latent_shape) == 3:
+        return tuple(int(s) for s in latent_shape)
+    raise UserError(f"an autoencoder with latents of shape {tuple(latent_shape)} cannot be used; "
+                    "expected [D] or [h, w, c].")
+
+
+def check_fits(ae, info: dict, workdir: str) -> None:
+    """The autoencoder must have been trained on images shaped like this run's data."""
+    if tuple(ae.image_shape) != tuple(info["image_shape"]):
+        raise UserError(f"config.components.autoencoder.workdir={workdir!r} was trained on "
+                        f"{'x'.join(map(str, ae.image_shape))} images, but this run's data is "
+                        f"{'x'.join(map(str, info['image_shape']))}; match config.data "
+                        "(image_size, pad) to that run's.")
+
+
+def create(config: ml_collections.ConfigDict, info: dict,
+           components: dict | None = None) -> Method:
+    """The diffusion Method for `config` on images described by `info`; with an `autoencoder`
+    component, on that autoencoder's (scaled) latents instead, decoding samples with it."""
     validate(config)
     d = diffusion_from_config(config)
-    objective = obj.OBJECTIVES[config.objective]
-    h, w, c = info["image_shape"]
+    objective = obj.OBJECTIVES[config.diffusion.objective]
+    ae = (components or {}).get("autoencoder")
+    ae_fns = None if ae is None else ae.bundle
+    if ae_fns is not None:
+        check_fits(ae_fns, info, str(config.components.autoencoder.workdir))
+    # What the model denoises: images [H, W, C], or latents (vectors as [1, 1, D]).
+    h, w, c = info["image_shape"] if ae_fns is None else latent_layout(ae_fns.latent_shape)
     levels = len(config.model.ch_mult)
-    if h % 2 ** (levels - 1) or w % 2 ** (levels - 1):
+    if config.model.arch == "unet" and (h % 2 ** (levels - 1) or w % 2 ** (levels - 1)):
         raise UserError(f"images of {h}x{w} cannot be halved {levels - 1} times for "
                         f"config.model.ch_mult={tuple(config.model.ch_mult)}; pad or resize them "
                         "(config.data.pad / config.data.image_size).")
@@ -151,10 +176,12 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
     if num_classes and num_classes < int(info.get("num_classes", 0)):
         raise UserError(f"config.model.num_classes={num_classes} is smaller than the "
                         f"dataset's {info['num_classes']} classes.")
-    model = create_unet(config.model, 2 * c if objective.learned_variance else c)
+    out_ch = 2 * c if objective.learned_variance else c
+    model = (create_unet(config.model, out_ch) if config.model.arch == "unet"
+             else create_mlp_denoiser(config.model, out_ch))
     tx = create_optimizer(config.optimizer, int(config.train.num_steps))
     ema_decay = float(config.train.ema_decay)
-    label_dropout = float(config.label_dropout)
+    label_dropout = float(config.diffusion.label_dropout)
     sc = config.sampler
     clip_x0 = bool(sc.clip_x0)
 
@@ -164,8 +191,22 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
 
     example = model_inputs(jnp.zeros((1, h, w, c)), jnp.zeros((1,), jnp.int32))
     param_shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), *example)
-    logging.info("UNet: %s parameters (%.2fM)", f"{count_params(param_shapes):,}",
-                 count_params(param_shapes) / 1e6)
+    logging.info("%s: %s parameters (%.2fM)", type(model).__name__,
+                 f"{count_params(param_shapes):,}", count_params(param_shapes) / 1e6)
+
+    def data_x0(images: jax.Array, frozen: Frozen) -> jax.Array:
+        """The x0 the model learns: images in [-1, 1], or the frozen autoencoder's latents."""
+        if ae_fns is None:
+            return preprocess(images)
+        z = jax.lax.stop_gradient(ae_fns.encode(frozen["autoencoder"], images))
+        return z.reshape(z.shape[0], h, w, c)
+
+    def to_images(x: jax.Array, frozen: Frozen) -> jax.Array:
+        """uint8 images from x0-space samples (decoded by the autoencoder in latent space)."""
+        if ae_fns is not None:
+            x = ae_fns.decode(frozen["autoencoder"], x.reshape(x.shape[0],
+                                                               *ae_fns.latent_shape))
+        return to_uint8(x)
 
     def applier(params, train: bool = False, rng: jax.Array | None = None):
         def apply(x, t, labels):
@@ -175,7 +216,7 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
         return apply
 
     def init_state(rng: jax.Array, batch: dict) -> TrainState:
-        x = preprocess(batch["image"][:1])
+        x = jnp.zeros((1, h, w, c))
         params = model.init(rng, *model_inputs(x, batch["label"][:1]))
         return create_state(params, tx, jax.random.fold_in(rng, 1))
 
@@ -185,8 +226,8 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
         noise = jax.random.normal(k_noise, x0.shape)
         return obj.Noised(x0, ds.q_sample(d.sched, x0, t, noise), t, noise)
 
-    def train_step(state: TrainState, batch: dict):
-        x0 = preprocess(batch["image"])
+    def train_step(state: TrainState, batch: dict, frozen: Frozen = None):
+        x0 = data_x0(batch["image"], frozen)
         q = noised(x0, step_rng(state, 0))
         labels = batch["label"]
         if num_classes and label_dropout > 0:  # the null label trains p(x) for guidance
@@ -203,14 +244,14 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
         return state, {"loss": loss, "grad_norm": global_norm(grads),
                        **{k: v.mean() for k, v in aux.items()}}
 
-    def eval_step(state: TrainState, batch: dict, rng: jax.Array) -> dict:
+    def eval_step(state: TrainState, batch: dict, rng: jax.Array, frozen: Frozen = None) -> dict:
         """Objective at random t, and the VLB with `eval.vlb_timesteps` stratified timesteps."""
-        x0 = preprocess(batch["image"])
+        x0 = data_x0(batch["image"], frozen)
         apply = applier(state.ema_params)
         q = noised(x0, jax.random.fold_in(rng, 0))
         loss, metrics = objective.loss(d, apply(q.x_t, q.t, batch["label"]), q)
         metrics = {"loss": loss, **metrics}
-        k = int(config.eval.vlb_timesteps)
+        k = int(config.eval.vlb_timesteps) if ae_fns is None else 0  # bits/dim: pixels only
         if k:
             t, wt = stratified_vlb_grid(jax.random.fold_in(rng, 1), d.sched.num_timesteps,
                                         min(k, d.sched.num_timesteps), x0.shape[0])
@@ -218,7 +259,8 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
             metrics["vlb_bpd_est"] = vlb["vlb_bpd"]
         return metrics
 
-    def final_eval_step(state: TrainState, batch: dict, rng: jax.Array) -> dict:
+    def final_eval_step(state: TrainState, batch: dict, rng: jax.Array,
+                        frozen: Frozen = None) -> dict:
         """The full VLB over all T timesteps in bits/dim, `eval.vlb_chunk` timesteps at a time."""
         x0 = preprocess(batch["image"])
         chunk = max(1, min(int(config.eval.vlb_chunk), d.sched.num_timesteps))
@@ -228,7 +270,7 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
 
     @functools.partial(jax.jit, static_argnames=("num", "return_trajectory"))
     def sample(state: TrainState, rng: jax.Array, num: int, labels: jax.Array | None = None,
-               return_trajectory: bool = False):
+               return_trajectory: bool = False, frozen: Frozen = None):
         """`num` uint8 images [N, H, W, C] from the EMA weights with `config.sampler`.
 
         A class-conditional model draws classes 0, 1, ... in turn unless `labels` [N] is given.
@@ -239,40 +281,30 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
         model_fn = samplers.guided_model_fn(applier(state.ema_params), labels,
                                             float(sc.guidance_scale), num_classes, c)
         k_x, k_z = jax.random.split(rng)
-        x_T = jax.random.normal(k_x, (num, h, w, c))
+        x_T = jax.random.normal(k_x, (num, h, w, c))  # images, or latents
         learned = d.variance == "learned" and sc.name == "ddpm"
         out = samplers.sample_loop(d, model_fn, steps, x_T, k_z, clip_x0, learned,
                                    return_trajectory)
         if return_trajectory:
-            return samplers.to_uint8(out[0]), out[1]
-        return samplers.to_uint8(out)
+            return to_images(out[0], frozen), out[1]
+        return to_images(out, frozen)
 
-    def evaluate(state: TrainState, test_ds, rng: jax.Array, num_samples: int | None) -> dict:
-        """Sample quality (FID etc.) of `num_samples` samples via `aigc_jax.evaluation`."""
-        n = int(num_samples or config.eval.fid_num_samples)
-        if n == 0:  # eval.fid_num_samples = 0 turns sample quality off
-            return {}
-        from aigc_jax import evaluation  # lazy: heavy, and only --mode=eval needs it
-
-        def sample_fn(num: int, i: int) -> np.ndarray:
-            return np.asarray(jax.device_get(sample(state, jax.random.fold_in(rng, i), num)))
-
-        results = evaluation.sample_quality(sample_fn, n, config.data,
-                                            extractor=config.eval.extractor,
-                                            reference_split="train",
-                                            batch_size=int(config.eval.fid_batch_size),
-                                            cache_dir=str(config.eval.get("cache_dir", "")) or None)
-        results["protocol"].update(  # how the samples were drawn, so scores can be compared
+    def evaluate(state: TrainState, test_ds, rng: jax.Array, num_samples: int | None,
+                 frozen: Frozen = None) -> dict:
+        """Sample quality (FID etc.) of `num_samples` EMA samples (`common.sample_quality`)."""
+        return sample_quality(config, lambda n, i: sample(state, jax.random.fold_in(rng, i), n,
+                                                          frozen=frozen), num_samples, dict(
             weights="ema", sampler=sc.name, sampler_steps=len(samplers.sampler_timesteps(
                 d.sched.num_timesteps, int(sc.num_steps))),
             sampler_eta=float(sc.eta) if sc.name == "ddim" else None,
             guidance_scale=float(sc.guidance_scale),
-            clip_x0=bool(clip_x0), objective=config.objective,
-            schedule=config.diffusion.schedule, num_timesteps=d.sched.num_timesteps)
-        return results
+            clip_x0=bool(clip_x0), objective=config.diffusion.objective,
+            schedule=config.diffusion.schedule, num_timesteps=d.sched.num_timesteps))
 
     return Method(init_state=init_state, train_step=train_step, eval_step=eval_step,
-                  final_eval_step=final_eval_step, sample=sample, evaluate=evaluate)
+                  # The full VLB in bits/dim is a pixel-space quantity (8-bit decoder).
+                  final_eval_step=final_eval_step if ae_fns is None else None,
+                  sample=sample, evaluate=evaluate)
 
 
 __all__ = ["UNet", "create", "validate"]

@@ -1,4 +1,4 @@
-"""Diffusion objectives (a registry selected by `config.objective`), loss weightings, the VLB.
+"""Diffusion objectives (registry chosen by `config.diffusion.objective`), loss weights, the VLB.
 
 An objective is a loss on the network output plus what that output predicts ("eps", "x0" or
 "v"; `PREDICTIONS` turns it back into (x0, eps) for sampling and the VLB). "hybrid" is

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aigc_jax.methods.common import to_uint8
 from aigc_jax.methods.diffusion.objectives import Diffusion, p_mean_variance
 
 SAMPLERS = ("ddpm", "ddim")
@@ -74,11 +75,6 @@ def make_steps(d: Diffusion, name: str, num_steps: int, eta: float) -> Steps:
     """The coefficient tables of sampler `name` ("ddpm" | "ddim")."""
     t = sampler_timesteps(d.sched.num_timesteps, num_steps)
     return ddpm_steps(d, t) if name == "ddpm" else ddim_steps(d, t, eta)
-
-
-def to_uint8(x: jax.Array) -> jax.Array:
-    """[-1, 1] floats to uint8 pixels."""
-    return jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
 def sample_loop(d: Diffusion, model_fn: ModelFn, steps: Steps, x_T: jax.Array, rng: jax.Array,

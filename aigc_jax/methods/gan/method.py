@@ -28,7 +28,9 @@ from absl import logging
 
 from aigc_jax import plotting
 from aigc_jax.errors import UserError
-from aigc_jax.methods.base import Method, write_image_samples
+from aigc_jax.methods.base import Frozen, Method, write_image_samples
+from aigc_jax.methods.common import check_choice, sample_quality, to_uint8
+from aigc_jax.methods.common import to_float as preprocess
 from aigc_jax.methods.gan.losses import LOSSES, GANLoss, gradient_penalty, r1_penalty
 from aigc_jax.models import dcgan
 from aigc_jax.models.dcgan import CONV_IMPLS, DCGANDiscriminator, DCGANGenerator
@@ -56,17 +58,10 @@ class GANContext:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raise a UserError for GAN settings that cannot work, before anything compiles."""
-    if config.loss not in LOSSES:
-        raise UserError(f"config.loss={config.loss!r} is unknown; known losses: {sorted(LOSSES)}.")
-    if config.model.arch not in ARCHS:
-        raise UserError(f"config.model.arch={config.model.arch!r} is unknown; expected one of "
-                        f"{ARCHS}.")
-    if config.model.d_norm not in D_NORMS:
-        raise UserError(f"config.model.d_norm={config.model.d_norm!r} is unknown; expected one "
-                        f"of {D_NORMS}.")
-    if config.model.conv_impl not in CONV_IMPLS:
-        raise UserError(f"config.model.conv_impl={config.model.conv_impl!r} is unknown; "
-                        f"expected one of {CONV_IMPLS}.")
+    check_choice("loss", config.loss, LOSSES)
+    check_choice("model.arch", config.model.arch, ARCHS)
+    check_choice("model.d_norm", config.model.d_norm, D_NORMS)
+    check_choice("model.conv_impl", config.model.conv_impl, CONV_IMPLS)
     m = config.model
     for key in ("latent_dim", "g_channels", "d_channels", "embed_dim", "min_side"):
         if int(m[key]) < 1:
@@ -111,16 +106,6 @@ def make_context(config: ml_collections.ConfigDict, info: dict) -> GANContext:
         d = SNGANDiscriminator(int(m.d_channels), num_classes)
     return GANContext(g, d, LOSSES[config.loss], int(m.latent_dim), num_classes, shape,
                       int(config.fixed_noise_seed))
-
-
-def preprocess(images: jax.Array) -> jax.Array:
-    """uint8 [B, H, W, C] -> float32 in [-1, 1] (G ends in tanh)."""
-    return images.astype(jnp.float32) / 127.5 - 1.0
-
-
-def to_uint8(x: jax.Array) -> jax.Array:
-    """Generator output in [-1, 1] -> uint8 images."""
-    return jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
 def _variables(params: PyTree, stats: PyTree) -> dict:
@@ -239,7 +224,8 @@ def divergence_alarm(alarm: dict, d_loss: jax.Array, step: jax.Array, patience: 
     return {"prev_d_loss": d_loss, "window": window}, fired, count
 
 
-def create(config: ml_collections.ConfigDict, info: dict) -> Method:
+def create(config: ml_collections.ConfigDict, info: dict,
+           components: dict | None = None) -> Method:
     """The GAN Method for `config` on images described by `info`."""
     ctx = make_context(config, info)
     n_critic, num_steps = int(config.n_critic), int(config.train.num_steps)
@@ -301,7 +287,7 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
         aux = {**aux, "d_total": total, "d_grad_norm": optax.global_norm(grads)}
         return (d_params, d_opt, d_stats), aux
 
-    def train_step(state: TrainState, batch: dict):
+    def train_step(state: TrainState, batch: dict, frozen: Frozen = None):
         x = preprocess(batch["image"])
         b = x.shape[0] // n_critic
         xs = x.reshape(n_critic, b, *x.shape[1:])  # [n_critic, B / n_critic, H, W, C]
@@ -352,7 +338,7 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
                          "ema_generator": ema_stats, "alarm": alarm})
         return new_state, metrics
 
-    def eval_step(state: TrainState, batch: dict, rng: jax.Array) -> dict:
+    def eval_step(state: TrainState, batch: dict, rng: jax.Array, frozen: Frozen = None) -> dict:
         ms, d_params = state.model_state, state.params["discriminator"]
         y = batch["label"] % nc
         real, _ = discriminate(ctx, d_params, ms["discriminator"], preprocess(batch["image"]),
@@ -363,7 +349,7 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
         return {"d_real": real, "d_fake": fake}  # [B] logits on test images / EMA samples
 
     @functools.partial(jax.jit, static_argnums=2)
-    def sample(state: TrainState, rng: jax.Array, num: int) -> jax.Array:
+    def sample(state: TrainState, rng: jax.Array, num: int, frozen: Frozen = None) -> jax.Array:
         del rng  # fixed noise: grids from different steps show the same latents
         z, y = fixed_latents(ctx, num)
         x, _ = generate(ctx, state.ema_params["generator"], state.model_state["ema_generator"],
@@ -384,34 +370,26 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
         np.savez_compressed(path_stem + ".npz", images=images)
         return [png, path_stem + ".npz"]
 
-    def evaluate(state: TrainState, dataset: Any, rng: jax.Array,
-                 num_samples: int | None) -> dict:
-        """Sample quality (Fréchet distance etc.) of the EMA generator, via aigc_jax.evaluation."""
-        from aigc_jax import evaluation
+    def evaluate(state: TrainState, dataset: Any, rng: jax.Array, num_samples: int | None,
+                 frozen: Frozen = None) -> dict:
+        """Sample quality (Fréchet distance etc.) of the EMA generator (`common.sample_quality`)."""
 
-        num = int(num_samples or config.eval.fid_num_samples)
-        batch_size = int(config.eval.fid_batch_size)
-
-        def sample_fn(n: int, i: int) -> np.ndarray:
+        def sample_fn(n: int, i: int) -> jax.Array:
             key = jax.random.fold_in(rng, i)
             y = jax.random.randint(jax.random.fold_in(key, 1), (n,), 0, nc)
-            return np.asarray(sample_batch(state, key, y))
+            return sample_batch(state, key, y)
 
-        results = evaluation.sample_quality(sample_fn, num, config.data,
-                                            extractor=str(config.eval.extractor),
-                                            reference_split="train", batch_size=batch_size,
-                                            cache_dir=str(config.eval.cache_dir) or None)
-        results["protocol"].update(weights="ema generator", loss=config.loss,
-                                   labels="uniform random" if nc else "none")
-        return results
+        return sample_quality(config, sample_fn, num_samples, dict(
+            weights="ema generator", loss=config.loss, labels="uniform random" if nc else "none"))
 
-    def figures(state: TrainState, test_ds: Any, out_dir: str) -> list[str]:
+    def figures(state: TrainState, test_ds: Any, workdir: str, frozen: Frozen = None
+                ) -> list[str]:
         """`--mode=sample` extras: latent interpolations and the fixed-noise grids over time."""
         del test_ds
+        out_dir = os.path.join(workdir, "figures")
         rng = jax.random.PRNGKey(int(config.seed) + 5)
         files = [write_interpolation(ctx, state, rng, os.path.join(out_dir, "interpolation.png"))]
-        progress = write_progress(os.path.dirname(os.path.abspath(out_dir)),
-                                  os.path.join(out_dir, "progress.png"))
+        progress = write_progress(workdir, os.path.join(out_dir, "progress.png"))
         return files + ([progress] if progress else [])
 
     return Method(init_state=init_state, train_step=train_step, eval_step=eval_step,

@@ -15,7 +15,7 @@ from absl import logging
 
 from aigc_jax.data import tokenizers
 from aigc_jax.errors import UserError
-from aigc_jax.methods.base import Method
+from aigc_jax.methods.base import Frozen, Method
 from aigc_jax.methods.lm.sampling import SamplerConfig, generate
 from aigc_jax.models.gpt import GPT, POSITIONS, config_from, flops_per_token, non_embedding_params
 from aigc_jax.models.layers import count_params
@@ -77,7 +77,8 @@ def encode_prompt(tok: tokenizers.Tokenizer, prompt: str) -> np.ndarray:
     return tok.encode(prompt)
 
 
-def create(config: ml_collections.ConfigDict, info: dict) -> Method:
+def create(config: ml_collections.ConfigDict, info: dict,
+           components: dict | None = None) -> Method:
     """The LM Method for `config` on the text described by `info` (vocabulary, tokenizer)."""
     tok = tokenizers.from_info(info["tokenizer"])
     vocab_size = int(info["vocab_size"])
@@ -109,7 +110,7 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
         params = model.init(rng, batch["tokens"][:1, :-1].astype(jnp.int32))
         return create_state(params, tx, jax.random.fold_in(rng, 1))
 
-    def train_step(state: TrainState, batch: dict):
+    def train_step(state: TrainState, batch: dict, frozen: Frozen = None):
         tokens = batch["tokens"].astype(jnp.int32)  # [B, T + 1]
         rng = step_rng(state)
         if accum == 1:
@@ -126,19 +127,17 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
             (loss, grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
             loss, grads = jax.tree.map(lambda x: x / accum, (loss, grads))
         metrics = {"loss": loss, "grad_norm": global_norm(grads),
-                   "learning_rate": schedule(state.step),
-                   # Constants, so tokens/s and MFU follow from the loop's steps_per_sec.
-                   "tokens_per_step": jnp.asarray(tokens_per_step, jnp.float32),
-                   "flops_per_step": jnp.asarray(flops_per_step, jnp.float32)}
+                   "learning_rate": schedule(state.step)}
         return apply_gradients(state, grads, tx, ema_decay), metrics
 
-    def eval_step(state: TrainState, batch: dict, rng: jax.Array) -> dict:
+    def eval_step(state: TrainState, batch: dict, rng: jax.Array, frozen: Frozen = None) -> dict:
         tokens = batch["tokens"].astype(jnp.int32)
         logits = model.apply(state.ema_params, tokens[:, :-1])
         loss = cross_entropy(logits, tokens[:, 1:]).mean(-1)  # [B]
         return {"loss": loss, "bits_per_token": loss / math.log(2.0)}
 
-    def sample(state: TrainState, rng: jax.Array, num: int, prompt: str | None = None):
+    def sample(state: TrainState, rng: jax.Array, num: int, prompt: str | None = None,
+               frozen: Frozen = None):
         ids = encode_prompt(tok, config.prompt if prompt is None else prompt)
         prompt_ids = jnp.asarray(np.broadcast_to(ids, (num, len(ids))), jnp.int32)
         return generate(model, state.ema_params, prompt_ids, rng, sc, vocab_size)
@@ -159,5 +158,7 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
                  gcfg.n_layer, gcfg.n_head, gcfg.n_embd, gcfg.vocab_size, counts["total"] / 1e6,
                  counts["non_embedding"] / 1e6,
                  flops_per_token(gcfg, counts["non_embedding"]))
+    # Static per-step numbers: tokens/s and MFU follow from the loop's steps_per_sec.
     return Method(init_state=init_state, train_step=train_step, eval_step=eval_step,
-                  sample=sample, write_samples=write_samples)
+                  sample=sample, write_samples=write_samples,
+                  tokens_per_step=float(tokens_per_step), flops_per_step=float(flops_per_step))

@@ -1,5 +1,10 @@
-"""The vae family; `create(config, info) -> Method` and `validate` live in `method.py`."""
+"""The VAE family; `create(config, info) -> Method` lives in `method.py`.
 
-from aigc_jax.methods.vae.method import create, validate
+A trained VAE run can serve another run as its `autoencoder` component (`ROLES`).
+"""
 
-__all__ = ["create", "validate"]
+from aigc_jax.methods.vae.method import autoencoder_role, create, validate
+
+ROLES = {"autoencoder": autoencoder_role}
+
+__all__ = ["ROLES", "create", "validate"]

@@ -7,6 +7,7 @@ Kingma & Welling (2014), "Auto-Encoding Variational Bayes"; Burda, Grosse & Sala
 import dataclasses
 import functools
 import math
+import os
 from collections.abc import Callable
 
 import jax
@@ -14,9 +15,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from aigc_jax import components
 from aigc_jax import distributions as dist
 from aigc_jax.errors import UserError
-from aigc_jax.methods.base import Method
+from aigc_jax.methods.base import Frozen, Method
+from aigc_jax.methods.common import to_float, to_uint8
 from aigc_jax.models.vae import VAE, create_vae
 from aigc_jax.optim import create_optimizer
 from aigc_jax.state import TrainState, apply_gradients, create_state, global_norm, step_rng
@@ -36,8 +39,7 @@ class VAEContext:
 
 def preprocess(images: jax.Array, likelihood: str) -> jax.Array:
     """uint8 images to the likelihood's range: [0, 1] for Bernoulli, [-1, 1] for discretized."""
-    x = images.astype(jnp.float32) / 255.0
-    return x if likelihood == "bernoulli" else 2.0 * x - 1.0
+    return to_float(images, (0.0, 1.0) if likelihood == "bernoulli" else (-1.0, 1.0))
 
 
 def log_likelihood(ctx: VAEContext, params, z: jax.Array, x: jax.Array) -> jax.Array:
@@ -88,7 +90,7 @@ def iwae_objective(ctx: VAEContext, params, x, rng):
 
 OBJECTIVES: dict[str, Callable] = {
     "elbo": elbo_objective,
-    "beta_vae": elbo_objective,  # same function; config.beta sets the KL weight
+    "beta_vae": elbo_objective,  # same function; config.vae.beta sets the KL weight
     "iwae": iwae_objective,
 }
 
@@ -122,7 +124,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"config.model.dtype={m.dtype!r} must be float32, bfloat16 or float16.")
     sizes = {"model.latent_dim": (m.latent_dim,), "model.hidden": tuple(m.hidden),
              "model.channels": tuple(m.channels),
-             "num_importance_samples": (config.num_importance_samples,),
+             "num_importance_samples": (config.vae.num_importance_samples,),
              "eval.iwae_k": (config.eval.iwae_k,), "eval.nll_samples": (config.eval.nll_samples,),
              "eval.nll_chunk": (config.eval.nll_chunk,)}
     for key, values in sizes.items():
@@ -133,27 +135,28 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.eval.nll_samples % config.eval.nll_chunk:
         raise UserError(f"config.eval.nll_samples={config.eval.nll_samples} must be a multiple "
                         f"of eval.nll_chunk={config.eval.nll_chunk}.")
-    if not config.beta >= 0:
-        raise UserError(f"config.beta={config.beta} must be a non-negative number.")
+    if not config.vae.beta >= 0:
+        raise UserError(f"config.vae.beta={config.vae.beta} must be a non-negative number.")
 
 
 def _context(config: ml_collections.ConfigDict, info: dict) -> VAEContext:
-    if config.likelihood not in LIKELIHOODS:
-        raise UserError(f"config.likelihood={config.likelihood!r} is unknown; "
+    if config.vae.likelihood not in LIKELIHOODS:
+        raise UserError(f"config.vae.likelihood={config.vae.likelihood!r} is unknown; "
                         f"expected one of {LIKELIHOODS}.")
-    if config.objective not in OBJECTIVES:
-        raise UserError(f"config.objective={config.objective!r} is unknown; "
+    if config.vae.objective not in OBJECTIVES:
+        raise UserError(f"config.vae.objective={config.vae.objective!r} is unknown; "
                         f"known objectives: {sorted(OBJECTIVES)}.")
-    num_outputs = 1 if config.likelihood == "bernoulli" else 2
+    num_outputs = 1 if config.vae.likelihood == "bernoulli" else 2
     model = create_vae(config.model, info["image_shape"], num_outputs)
-    beta = float(config.beta) if config.objective == "beta_vae" else 1.0
-    return VAEContext(model, config.likelihood, beta, int(config.num_importance_samples))
+    beta = float(config.vae.beta) if config.vae.objective == "beta_vae" else 1.0
+    return VAEContext(model, config.vae.likelihood, beta, int(config.vae.num_importance_samples))
 
 
-def create(config: ml_collections.ConfigDict, info: dict) -> Method:
+def create(config: ml_collections.ConfigDict, info: dict,
+           components: dict | None = None) -> Method:
     """The VAE Method for `config` on images described by `info`."""
     ctx = _context(config, info)
-    objective = OBJECTIVES[config.objective]
+    objective = OBJECTIVES[config.vae.objective]
     tx = create_optimizer(config.optimizer, int(config.train.num_steps))
     ema_decay = float(config.train.ema_decay)
     num_dims = int(np.prod(info["image_shape"]))
@@ -164,7 +167,7 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
         params = ctx.model.init(rng, x[:1])
         return create_state(params, tx, jax.random.fold_in(rng, 1))
 
-    def train_step(state: TrainState, batch: dict):
+    def train_step(state: TrainState, batch: dict, frozen: Frozen = None):
         x = preprocess(batch["image"], ctx.likelihood)
 
         def loss_fn(params):
@@ -177,7 +180,7 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
                    **{k: v.mean() for k, v in aux.items()}}
         return state, metrics
 
-    def eval_step(state: TrainState, batch: dict, rng: jax.Array) -> dict:
+    def eval_step(state: TrainState, batch: dict, rng: jax.Array, frozen: Frozen = None) -> dict:
         x = preprocess(batch["image"], ctx.likelihood)
         params = state.ema_params
         _, metrics = elbo_objective(ctx, params, x, rng)
@@ -187,19 +190,20 @@ def create(config: ml_collections.ConfigDict, info: dict) -> Method:
         metrics["bits_per_dim"] = metrics["neg_elbo"] / (num_dims * math.log(2.0))
         return metrics
 
-    def final_eval_step(state: TrainState, batch: dict, rng: jax.Array) -> dict:
+    def final_eval_step(state: TrainState, batch: dict, rng: jax.Array,
+                        frozen: Frozen = None) -> dict:
         x = preprocess(batch["image"], ctx.likelihood)
         k = int(config.eval.nll_samples)
         nll = importance_nll(ctx, state.ema_params, x, rng, k, int(config.eval.nll_chunk))
         return {f"nll_iwae_k{k}": nll, f"nll_bits_per_dim_k{k}": nll / (num_dims * math.log(2))}
 
     @functools.partial(jax.jit, static_argnums=2)
-    def sample(state: TrainState, rng: jax.Array, num: int) -> jax.Array:
+    def sample(state: TrainState, rng: jax.Array, num: int, frozen: Frozen = None) -> jax.Array:
         z = jax.random.normal(rng, (num, latent_dim))
         return decode_mean(ctx, state.ema_params, z)
 
-    def figures(state: TrainState, test_ds, out_dir: str) -> list[str]:
-        return write_figures(ctx, state.ema_params, test_ds, out_dir)
+    def figures(state: TrainState, test_ds, workdir: str, frozen: Frozen = None) -> list[str]:
+        return write_figures(ctx, state.ema_params, test_ds, os.path.join(workdir, "figures"))
 
     return Method(init_state=init_state, train_step=train_step, eval_step=eval_step,
                   final_eval_step=final_eval_step, sample=sample, figures=figures)
@@ -209,10 +213,8 @@ def decode_mean(ctx: VAEContext, params, z: jax.Array) -> jax.Array:
     """The mean image E[x|z] as uint8 [N, H, W, C] (Bernoulli probabilities or Gaussian means)."""
     out = ctx.model.apply(params, z, method=VAE.decode)
     if ctx.likelihood == "bernoulli":
-        x = jax.nn.sigmoid(out)
-    else:
-        x = (jnp.split(out, 2, axis=-1)[0] + 1.0) / 2.0
-    return jnp.clip(jnp.round(x * 255.0), 0, 255).astype(jnp.uint8)
+        return to_uint8(jax.nn.sigmoid(out), (0.0, 1.0))
+    return to_uint8(jnp.split(out, 2, axis=-1)[0])
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -264,3 +266,24 @@ def write_figures(ctx: VAEContext, params, test_ds, out_dir: str) -> list[str]:
         files.append(save_image_grid(lerp.reshape(-1, *x.shape[1:]),
                                      f"{out_dir}/interpolations.png", ncols=10))
     return files
+
+
+def autoencoder_role(config: ml_collections.ConfigDict, info: dict,
+                     workdir: str) -> components.Autoencoder:
+    """A trained VAE as an `Autoencoder` component: encode to the posterior mean, decode to the
+    mean image in [-1, 1]. The prior is N(0, I), so the latents need no scale factor."""
+    del workdir
+    ctx = _context(config, info)
+
+    def encode(weights, images: jax.Array) -> jax.Array:
+        mu, _ = ctx.model.apply(weights, preprocess(images, ctx.likelihood), method=VAE.encode)
+        return mu  # [B, D]
+
+    def decode(weights, z: jax.Array) -> jax.Array:
+        out = ctx.model.apply(weights, z, method=VAE.decode)
+        if ctx.likelihood == "bernoulli":
+            return 2.0 * jax.nn.sigmoid(out) - 1.0
+        return jnp.split(out, 2, axis=-1)[0]  # [B, H, W, C] in [-1, 1]
+
+    return components.Autoencoder(encode, decode, (int(config.model.latent_dim),),
+                                  tuple(info["image_shape"]))

@@ -1,0 +1,59 @@
+"""What several families share: image pre/post-processing, choice checks, sample quality.
+
+One spelling each, so a change (a value range, a metric protocol) lands in every family.
+"""
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from aigc_jax.errors import UserError
+
+EXTRACTORS = ("digits", "mnist", "inception")
+
+
+def to_float(images: jax.Array, value_range: tuple[float, float] = (-1.0, 1.0)) -> jax.Array:
+    """uint8 images [B, H, W, C] to float32 in `value_range` ([-1, 1] for diffusion, GANs and
+    autoencoders; [0, 1] for Bernoulli likelihoods)."""
+    lo, hi = value_range
+    return images.astype(jnp.float32) * ((hi - lo) / 255.0) + lo
+
+
+def to_uint8(x: jax.Array, value_range: tuple[float, float] = (-1.0, 1.0)) -> jax.Array:
+    """Float images in `value_range` to uint8 pixels (rounded, clipped); uint8 passes through.
+    Works on numpy arrays as well as jax ones."""
+    if x.dtype == np.uint8:
+        return x
+    lo, hi = value_range
+    return jnp.clip(jnp.round((x - lo) * (255.0 / (hi - lo))), 0, 255).astype(jnp.uint8)
+
+
+def check_choice(key: str, value: Any, known: Iterable) -> None:
+    """A UserError naming `config.<key>` unless `value` is one of `known` (listed)."""
+    known = list(known)
+    if value not in known:
+        raise UserError(f"config.{key}={value!r} is unknown; known: {sorted(known)}.")
+
+
+def sample_quality(config: ml_collections.ConfigDict, sample_fn: Callable[[int, int], Any],
+                   num_samples: int | None, protocol: dict[str, Any]) -> dict[str, Any]:
+    """`--mode=eval` sample quality (Fréchet distance, KID, IS, precision/recall) of
+    `num_samples` (or `eval.fid_num_samples`; 0 there turns it off) images from
+    `sample_fn(n, i)` (the i-th batch, uint8 [n, H, W, C]) against the train split, in
+    `eval.extractor`'s features; `protocol` says how the samples were drawn."""
+    n = int(num_samples or config.eval.fid_num_samples)
+    if n == 0:
+        return {}
+    from aigc_jax import evaluation  # lazy: heavy, and only --mode=eval needs it
+
+    results = evaluation.sample_quality(
+        lambda num, i: np.asarray(jax.device_get(sample_fn(num, i))), n, config.data,
+        extractor=str(config.eval.extractor), reference_split="train",
+        batch_size=int(config.eval.fid_batch_size),
+        cache_dir=str(config.eval.get("cache_dir", "")) or None)
+    results["protocol"].update(protocol)
+    return results
