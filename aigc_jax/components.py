@@ -141,7 +141,8 @@ def read_run(workdir: str, what: str) -> tuple[ml_collections.ConfigDict, dict]:
     return config, files["data_info.json"]
 
 
-def _manager(workdir: str) -> ocp.CheckpointManager:
+def read_only_manager(workdir: str) -> ocp.CheckpointManager:
+    """An orbax manager that only reads `workdir/checkpoints` (another run's, or this one's)."""
     return ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, "checkpoints")),
         options=ocp.CheckpointManagerOptions(create=False, read_only=True),
@@ -154,7 +155,7 @@ def resolve_step(workdir: str, step: int, what: str) -> int:
     ckpt_dir = os.path.join(workdir, "checkpoints")
     steps = []
     if os.path.isdir(ckpt_dir):
-        mngr = _manager(workdir)
+        mngr = read_only_manager(workdir)
         steps = sorted(mngr.all_steps())
         mngr.close()
     if not steps:
@@ -174,7 +175,7 @@ def restore_weights(workdir: str, step: int, weights: str, mesh: Mesh, what: str
         raise UserError(f"config.{what}.weights={weights!r} is unknown; expected one of "
                         f"{sorted(WEIGHTS)}.")
     key = WEIGHTS[weights]
-    mngr = _manager(workdir)
+    mngr = read_only_manager(workdir)
     try:
         meta = mngr.item_metadata(step)["state"]
         tree = meta.tree if hasattr(meta, "tree") else meta

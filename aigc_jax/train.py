@@ -105,6 +105,16 @@ class Run:
         return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                             abstract, self.state_sharding)
 
+    def jit_train_step(self, policy: str = "stop"):
+        """The loop's compiled step `(state, batch, frozen) -> (state, metrics)`: the state is
+        sharded and donated; the frozen component weights are an argument (a closure would bake
+        them into the program as constants), never donated. Call after `abstract_state`."""
+        frozen_sharding = jax.tree.map(lambda x: x.sharding, self.frozen)
+        return jax.jit(guard_nonfinite(self.method.train_step, policy),
+                       in_shardings=(self.state_sharding, parallel.batch_sharding(self.mesh),
+                                     frozen_sharding),
+                       out_shardings=(self.state_sharding, self.rep), donate_argnums=(0,))
+
     def init_state(self, abstract: TrainState | None = None) -> TrainState:
         """Fresh state, created directly in the layout of `abstract` (default: `abstract_state`);
         with `config.init_from`, its trainable parameters (and EMA) come from that run."""
@@ -248,12 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     write_config(config, workdir, run.provenance)
     start = int(jax.device_get(state.step))
     writer = MetricWriter(workdir, bool(tc.get("tensorboard", True)))
-    # The frozen weights are an argument, not a closure constant, and not donated.
-    frozen_sharding = jax.tree.map(lambda x: x.sharding, run.frozen)
-    train_step = jax.jit(guard_nonfinite(run.method.train_step, policy),
-                         in_shardings=(run.state_sharding, parallel.batch_sharding(run.mesh),
-                                       frozen_sharding),
-                         out_shardings=(run.state_sharding, run.rep), donate_argnums=(0,))
+    train_step = run.jit_train_step(policy)
     stop_after = int(tc.stop_after) or num_steps
     stop: dict[str, int | None] = {"signal": None}
 
