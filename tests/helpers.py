@@ -4,6 +4,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,3 +44,12 @@ def tree_digest(path: str) -> dict[str, str]:
 def tiny_flags(hidden: str = "(64,)") -> list[str]:
     """TINY_VAE_FLAGS plus the hidden layer sizes."""
     return [*TINY_VAE_FLAGS, f"--config.model.hidden={hidden}"]
+
+
+def wait_for(path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Block until `path` exists, failing if the process `proc` exits first or time runs out."""
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        assert proc.poll() is None, f"training exited early: {proc.stderr.read()[-2000:]}"
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)

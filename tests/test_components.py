@@ -9,14 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import ml_collections
 import numpy as np
 import pytest
 from conftest import load_config, tiny_vae_config
-from helpers import REPO, popen_cli
+from helpers import REPO, popen_cli, wait_for
 
 from aigc_jax import components, parallel, train
 from aigc_jax.errors import UserError
@@ -92,14 +91,6 @@ def test_frozen_weights_are_stage1_ema_unchanged_by_training_and_not_checkpointe
     assert images.shape == (8, 8, 8, 1) and images.dtype == np.uint8  # decoded to pixels
 
 
-def _wait_for(path, proc, timeout=300):
-    deadline = time.time() + timeout
-    while not os.path.exists(path):
-        assert proc.poll() is None, f"training exited early: {proc.stderr.read()[-2000:]}"
-        assert time.time() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
-
-
 def test_sigkill_resume_reloads_the_component_and_equals_uninterrupted(vae_run, tmp_path):
     steps = 60
     reference = train.train_and_evaluate(latent_config(vae_run, steps), str(tmp_path / "ref"))
@@ -107,7 +98,7 @@ def test_sigkill_resume_reloads_the_component_and_equals_uninterrupted(vae_run, 
     proc = popen_cli("--config=configs/diffusion.py:tiny_latent", f"--workdir={killed}",
                      f"--config.components.autoencoder.workdir={vae_run}",
                      f"--config.train.num_steps={steps}")
-    _wait_for(killed / "checkpoints" / "20", proc)
+    wait_for(killed / "checkpoints" / "20", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(killed / "checkpoints" / str(steps))

@@ -3,13 +3,12 @@
 import os
 import shutil
 import signal
-import time
 
 import jax
 import numpy as np
 import pytest
 from conftest import tiny_vae_config
-from helpers import popen_cli, tiny_flags
+from helpers import popen_cli, tiny_flags, wait_for
 
 from aigc_jax import train
 from aigc_jax.errors import UserError
@@ -40,19 +39,11 @@ def _assert_same_params(a, b):
                  jax.device_get(b.opt_state))
 
 
-def _wait_for(path, proc, timeout=300):
-    deadline = time.time() + timeout
-    while not os.path.exists(path):
-        assert proc.poll() is None, f"training exited early: {proc.stderr.read()[-2000:]}"
-        assert time.time() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
-
-
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     reference = train.train_and_evaluate(_config(), str(tmp_path / "reference"))
     killed = tmp_path / "killed"
     proc = popen_cli(*_flags(killed))
-    _wait_for(killed / "checkpoints" / "300", proc)
+    wait_for(killed / "checkpoints" / "300", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(killed / "checkpoints" / str(NUM_STEPS))
@@ -66,7 +57,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 def test_sigterm_saves_a_checkpoint_before_exit(tmp_path):
     workdir = tmp_path / "preempted"
     proc = popen_cli(*_flags(workdir, num_steps=10**6, checkpoint_every=10**5))
-    _wait_for(workdir / "metrics.jsonl", proc)  # first log line: training is under way
+    wait_for(workdir / "metrics.jsonl", proc)  # first log line: training is under way
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 0
     steps = [int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()]
