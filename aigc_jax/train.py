@@ -161,7 +161,6 @@ class Run:
         batch_size = batch_size or int(self.config.eval.batch_size)
         parallel.check_batch_size(batch_size, self.mesh, "eval.batch_size")
         step_fn = jax.jit(eval_step)
-        frozen = self.frozen
         base = jax.random.PRNGKey(int(self.config.seed) + 2)
         sums: dict[str, float] = {}
         count = 0.0
@@ -170,7 +169,8 @@ class Run:
         for b, local in enumerate(batches):
             batch = parallel.shard_batch(self.mesh, local)
             mask = np.asarray(parallel.to_host(batch.pop("mask")), np.float64)
-            out = parallel.to_host(step_fn(state, batch, jax.random.fold_in(base, b), frozen))
+            out = parallel.to_host(step_fn(state, batch, jax.random.fold_in(base, b),
+                                           self.frozen))
             for k, v in out.items():
                 v = np.asarray(v, np.float64)
                 v = np.broadcast_to(v, mask.shape) if v.ndim == 0 else v
