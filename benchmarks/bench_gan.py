@@ -18,7 +18,7 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from aigc_jax import methods  # noqa: E402
-from aigc_jax.models.dcgan import resolve_impl  # noqa: E402
+from aigc_jax.models.layers.resample import resolve_impl  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     apply_overrides,
     compile_train_step,
