@@ -1,14 +1,22 @@
-"""Data sources by `config.data.name`: image sources here, text sources in `data.text`."""
+"""Data sources by `config.data.name`: image sources here, text sources in `data.text`,
+image-text pairs in `data.captions` (captioned digits) and `data.caption_files`."""
 
 import ml_collections
 
 from aigc_jax.data.base import Batch, Dataset
 
 TEXT_SOURCES = ("text", "tiny_shakespeare", "lm1b")
+CAPTION_SOURCES = ("captioned_digits", "caption_folder", "caption_jsonl", "coco_captions")
 
 
 def create_dataset(config: ml_collections.ConfigDict, split: str) -> Dataset:
     """The train or test split named by `config.data`, seeded by `config.seed`."""
+    if config.data.name in CAPTION_SOURCES:
+        from aigc_jax.data import captions, caption_files
+
+        if config.data.name == "captioned_digits":
+            return captions.create_captioned_digits(config.data, split, int(config.seed))
+        return caption_files.create_caption_dataset(config.data, split, int(config.seed))
     if config.data.name in TEXT_SOURCES:
         from aigc_jax.data import text
 
@@ -18,4 +26,4 @@ def create_dataset(config: ml_collections.ConfigDict, split: str) -> Dataset:
     return images.create_image_dataset(config.data, split, int(config.seed))
 
 
-__all__ = ["Batch", "Dataset", "create_dataset"]
+__all__ = ["CAPTION_SOURCES", "Batch", "Dataset", "create_dataset"]
