@@ -12,10 +12,12 @@ CAPTION_SOURCES = ("captioned_digits", "caption_folder", "caption_jsonl", "coco_
 def create_dataset(config: ml_collections.ConfigDict, split: str) -> Dataset:
     """The train or test split named by `config.data`, seeded by `config.seed`."""
     if config.data.name in CAPTION_SOURCES:
-        from aigc_jax.data import captions, caption_files
-
         if config.data.name == "captioned_digits":
+            from aigc_jax.data import captions
+
             return captions.create_captioned_digits(config.data, split, int(config.seed))
+        from aigc_jax.data import caption_files
+
         return caption_files.create_caption_dataset(config.data, split, int(config.seed))
     if config.data.name in TEXT_SOURCES:
         from aigc_jax.data import text

@@ -19,6 +19,7 @@ METHODS = {
     "diffusion": "aigc_jax.methods.diffusion",
     "gan": "aigc_jax.methods.gan",
     "lm": "aigc_jax.methods.lm",
+    "contrastive": "aigc_jax.methods.contrastive",
 }
 
 

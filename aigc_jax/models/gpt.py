@@ -47,6 +47,7 @@ class GPTConfig:
     rope_base: float = 10000.0
     dtype: Any = jnp.float32
     attention_impl: str | None = None  # None: cuDNN on GPUs when it applies, else XLA
+    causal: bool = True  # False: the same blocks as a bidirectional encoder (CLIP's ViT)
 
     @property
     def head_dim(self) -> int:
@@ -80,7 +81,7 @@ class Block(nn.Module):
         ln = dict(epsilon=1e-5, use_bias=self.cfg.bias, dtype=self.cfg.dtype)
         cfg = self.cfg
         y, kv = MultiHeadAttention(
-            cfg.n_head, use_bias=cfg.bias, causal=True, dropout=cfg.dropout,
+            cfg.n_head, use_bias=cfg.bias, causal=cfg.causal, dropout=cfg.dropout,
             position="rope" if cfg.position == "rope" else "none", rope_base=cfg.rope_base,
             out_kernel_init=normal_init(0.02 / math.sqrt(2 * cfg.n_layer)), dtype=cfg.dtype,
             implementation=cfg.attention_impl, name="attn")(
