@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 from conftest import REPO, load_config
 
@@ -163,9 +164,34 @@ def test_eight_devices_see_the_global_batch():
         assert float(gdiff) < 1e-4  # gradients too, relative to each array's largest entry
 
 
-@pytest.mark.parametrize("tower,loss", [("vit", "infonce"), ("resnet", "siglip")])
-def test_tiny_run_evaluates_and_exports_components(tmp_path, tower, loss):
-    c = _tiny(image_tower=tower, loss=loss)
+def test_resnet_tower_with_siglip_learns_a_batch():
+    c = _tiny(image_tower="resnet", loss="siglip")
+    model, params, batch = _model_and_batch(c)
+    _, _, scale, bias = model.apply(params, batch["image"], batch["tokens"])
+    np.testing.assert_allclose([scale, bias], [10.0, -10.0], rtol=1e-5)
+
+    def loss(p):
+        img, txt, s, b = model.apply(p, batch["image"], batch["tokens"])
+        return losses.sigmoid(img, txt, s, b).mean()
+
+    tx = optax.adam(3e-3)
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(p, o):
+        value, grads = jax.value_and_grad(loss)(p)
+        updates, o = tx.update(grads, o, p)
+        return optax.apply_updates(p, updates), o, value
+
+    first = None
+    for _ in range(15):
+        params, opt, value = step(params, opt)
+        first = value if first is None else first
+    assert float(value) < float(first)
+
+
+def test_tiny_run_evaluates_and_exports_components(tmp_path):
+    c = _tiny()
     workdir = str(tmp_path / "clip")
     train.train_and_evaluate(c, workdir)
     results = train.evaluate(c, workdir)

@@ -148,10 +148,13 @@ class CLIP(nn.Module):
         self.logit_bias = self.param("logit_bias", nn.initializers.constant(
             cfg.init_logit_bias), ())
 
+    def image_features(self, images: jax.Array) -> jax.Array:
+        """uint8 images [B, H, W, C] -> the image tower's features before the projection."""
+        return self.visual(images.astype(jnp.float32) / 127.5 - 1.0)
+
     def encode_image(self, images: jax.Array) -> jax.Array:
         """uint8 images [B, H, W, C] -> L2-normalised embeddings [B, embed_dim]."""
-        x = images.astype(jnp.float32) / 127.5 - 1.0
-        return l2_normalize(self.image_proj(self.visual(x)))
+        return l2_normalize(self.image_proj(self.image_features(images)))
 
     def encode_text(self, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
         """tokens [B, T] -> (states [B, T, text_width], L2-normalised embeddings [B, E])."""

@@ -42,8 +42,7 @@ class Encoders:
         self.params, self.tokenizer = params, tokenizer
         self._image = jax.jit(lambda p, x: model.apply(p, x, method=CLIP.encode_image))
         self._text = jax.jit(lambda p, t: model.apply(p, t, method=CLIP.encode_text)[1])
-        self._features = jax.jit(lambda p, x: model.apply(
-            p, x.astype(jnp.float32) / 127.5 - 1.0, method=lambda m, y: m.visual(y)))
+        self._features = jax.jit(lambda p, x: model.apply(p, x, method=CLIP.image_features))
 
     def images(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W, C] -> normalised embeddings [N, E]."""
