@@ -4,6 +4,7 @@ Flags: --mode=train|eval|sample, --num_samples=N, --prompt=TEXT (GPT); anything 
 `--config.<key>=<value>` override. A UserError prints as one line and exits with status 2.
 """
 
+import os
 import re
 import sys
 
@@ -24,16 +25,53 @@ flags.DEFINE_integer("num_samples", None, "Samples to draw (sample mode) or to e
 flags.DEFINE_string("prompt", None, "Prompt text for GPT sampling.")
 
 
+def _loaded_config():
+    """FLAGS.config, or a one-line error when --config is missing or its file cannot be loaded
+    (ml_collections defers that error to the first access, as a multi-line traceback)."""
+    if FLAGS["config"].present == 0 and FLAGS["config"].value is None:
+        raise UserError("--config is required, e.g. --config=configs/vae.py:digits "
+                        "(a file in configs/ and a variant).")
+    path = config_flags.get_config_filename(FLAGS["config"]).partition(":")[0]
+    if not os.path.isfile(path):
+        raise UserError(f"--config file {path!r} does not exist; pass one of configs/*.py "
+                        "(relative to the current directory) with a variant after ':'.")
+    try:
+        config = FLAGS.config
+        config.get("method")  # forces the deferred load
+    except OSError as e:
+        raise UserError(_one_line(e)) from None
+    return config
+
+
+def check_workdir(workdir: str, mode: str) -> None:
+    """Train needs a writable workdir (created here); eval and sample need an existing one and
+    must not create it."""
+    if mode != "train":
+        if not os.path.isdir(workdir):
+            raise UserError(f"--workdir={workdir!r} does not exist; --mode={mode} needs the "
+                            "workdir of a trained run.")
+        return
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--workdir={workdir!r} cannot be created ({e.strerror}); choose a "
+                        "directory you can write to.") from None
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise UserError(f"--workdir={workdir!r} is not writable; choose a directory you can "
+                        "write to.")
+
+
 def run(argv: list[str]) -> None:
     """Dispatch on --mode after validating the config."""
     if len(argv) > 1:
         raise UserError(f"unexpected positional arguments {argv[1:]}; flags look like --key=value.")
+    config = _loaded_config()
     if FLAGS.workdir is None:
         raise UserError("--workdir is required.")
-    config = FLAGS.config
     metric_logging.quiet_libraries()
     parallel.maybe_initialize_distributed()  # before anything touches the XLA backend
     config_validation.validate(config)
+    check_workdir(FLAGS.workdir, FLAGS.mode)
     logging.info("JAX %s on %d %s device(s), process %d of %d", jax.__version__,
                  jax.device_count(), jax.default_backend(), jax.process_index(),
                  jax.process_count())

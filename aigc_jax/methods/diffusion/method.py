@@ -61,9 +61,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if int(config.diffusion.num_timesteps) < 1:
         raise UserError(f"config.diffusion.num_timesteps={config.diffusion.num_timesteps} "
                         "must be positive.")
-    if int(config.sampler.num_steps) < 0 or float(config.sampler.eta) < 0:
-        raise UserError(f"config.sampler.num_steps={config.sampler.num_steps} and "
-                        f"sampler.eta={config.sampler.eta} must not be negative.")
+    if int(config.sampler.num_steps) < 0:
+        raise UserError(f"config.sampler.num_steps={config.sampler.num_steps} must not be "
+                        "negative (0 means every timestep).")
+    if float(config.sampler.eta) < 0:
+        raise UserError(f"config.sampler.eta={config.sampler.eta} must not be negative "
+                        "(0 is deterministic DDIM, 1 matches DDPM's noise).")
     if float(config.sampler.guidance_scale) != 0.0 and int(config.model.num_classes) == 0:
         raise UserError(f"config.sampler.guidance_scale={config.sampler.guidance_scale} needs a "
                         "class-conditional model; set config.model.num_classes (and "
