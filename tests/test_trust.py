@@ -117,3 +117,26 @@ def test_vae_config_rejects_an_unknown_extractor():
     c.eval.extractor = "clip"
     with pytest.raises(UserError, match="eval.extractor='clip' is unknown"):
         validate(c)
+
+
+def test_diffusion_vlb_is_bounded_by_vlb_max_timesteps():
+    import jax
+    import numpy as np
+    from test_diffusion import INFO, tiny_config
+
+    from aigc_jax.methods.diffusion import method as diffusion
+
+    config = tiny_config()  # T = 50
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+    batch = {"image": images, "label": np.arange(4, dtype=np.int32)}
+    exact_method = diffusion.create(config, INFO)
+    state = exact_method.init_state(jax.random.PRNGKey(0), batch)
+    exact = jax.jit(exact_method.final_eval_step)(state, batch, jax.random.PRNGKey(1))
+    assert float(exact["vlb_num_timesteps"]) == 50
+    config.eval.vlb_max_timesteps = 10
+    bounded = jax.jit(diffusion.create(config, INFO).final_eval_step)
+    estimates = [bounded(state, batch, jax.random.PRNGKey(i)) for i in range(16)]
+    assert all(float(e["vlb_num_timesteps"]) == 10 for e in estimates)
+    # Unbiased (stratified over [0, T)): the mean over keys and images is near the exact VLB.
+    mean = np.mean([np.asarray(e["vlb_bpd"]) for e in estimates])
+    np.testing.assert_allclose(mean, np.mean(exact["vlb_bpd"]), rtol=0.1)
