@@ -1,7 +1,9 @@
 """Command-line entry point: `python -m aigc_jax.main --config=configs/vae.py:digits --workdir=DIR`.
 
-Flags: --mode=train|eval|sample, --num_samples=N, --prompt=TEXT (GPT); anything else is a
-`--config.<key>=<value>` override. A UserError prints as one line and exits with status 2.
+Flags: --mode=train|eval|sample, --num_samples=N, --prompt=TEXT (GPT), --output=NAME (sample);
+anything else is a `--config.<key>=<value>` override. Eval and sample take the model from the
+run's config.json. A UserError prints as one line and exits with status 2; a run stopped by
+SIGTERM or SIGINT, with its checkpoint saved, exits with status 75.
 """
 
 import os
@@ -12,7 +14,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from aigc_jax import config_validation, parallel, train
+from aigc_jax import config_validation, parallel, run_config, train
 from aigc_jax import logging as metric_logging
 from aigc_jax.errors import UserError
 
@@ -23,6 +25,8 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and sam
 flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to do.")
 flags.DEFINE_integer("num_samples", None, "Samples to draw (sample mode) or to evaluate on.")
 flags.DEFINE_string("prompt", None, "Prompt text for GPT sampling.")
+flags.DEFINE_string("output", None, "Sample mode: name of the output files in the workdir "
+                    "(NAME.png/.npz/.txt); default samples, samples_1, ... (never overwritten).")
 
 
 def _loaded_config():
@@ -70,8 +74,11 @@ def run(argv: list[str]) -> None:
         raise UserError("--workdir is required.")
     metric_logging.quiet_libraries()
     parallel.maybe_initialize_distributed()  # before anything touches the XLA backend
-    config_validation.validate(config)
     check_workdir(FLAGS.workdir, FLAGS.mode)
+    if FLAGS.mode != "train":  # the trained run's config.json defines the model
+        config = run_config.for_trained_run(
+            config, FLAGS.workdir, config_flags.get_override_values(FLAGS["config"]), FLAGS.mode)
+    config_validation.validate(config)
     logging.info("JAX %s on %d %s device(s), process %d of %d", jax.__version__,
                  jax.device_count(), jax.default_backend(), jax.process_index(),
                  jax.process_count())
@@ -82,16 +89,25 @@ def run(argv: list[str]) -> None:
     else:
         num = FLAGS.num_samples if FLAGS.num_samples is not None else int(config.num_samples)
         kwargs = {} if FLAGS.prompt is None else {"prompt": FLAGS.prompt}
-        train.sample(config, FLAGS.workdir, num, **kwargs)
+        train.sample(config, FLAGS.workdir, num, output=FLAGS.output, **kwargs)
 
 
 def main(argv: list[str]) -> None:
-    """absl main: turn UserErrors into one clear line and exit status 2."""
+    """absl main: a UserError is one line and exit status 2; a run stopped by SIGTERM/SIGINT
+    with its checkpoint saved exits with train.PREEMPTED_EXIT_CODE (75); Ctrl-C in eval or
+    sample exits 130 with one line."""
     try:
         run(argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except train.Preempted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        sys.exit(train.PREEMPTED_EXIT_CODE)
+    except KeyboardInterrupt:
+        print(f"interrupted: --mode={FLAGS.mode} stopped by Ctrl-C; nothing was written.",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 def _one_line(error: Exception) -> str:

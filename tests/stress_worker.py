@@ -28,8 +28,8 @@ def main(workdir: str, num_runs: int, steps: int) -> None:
         c.train.keep_checkpoints = 2
         c.train.eval_every = steps // 3
         c.train.sample_every = steps // 3
-        c.eval.batch_size = 64
-        c.eval.final_batch_size = 64
+        c.eval.batch_size = 100  # not a multiple of 8: padded, not rejected
+        c.eval.final_batch_size = 100
         c.train.stop_after = steps // 2  # stop with a checkpoint, then resume on the same mesh
         run_dir = os.path.join(workdir, f"run{i}")
         train.train_and_evaluate(c, run_dir)
