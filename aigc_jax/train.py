@@ -399,6 +399,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 def evaluate(config: ml_collections.ConfigDict, workdir: str,
              num_samples: int | None = None) -> dict[str, Any]:
     """`--mode=eval`: full test-split metrics plus the method's extras, to `eval/<step>.json`."""
+    _require_workdir(workdir, "eval")
     run = Run(config, workdir)
     try:
         state = run.restore_for_use()
@@ -437,6 +438,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
 def load_trained(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, TrainState]:
     """A data-free Run of a finished `workdir` and its newest state, checkpoints closed: for
     `--mode=sample` and scripts that only read a trained model (figures, tables)."""
+    _require_workdir(workdir, "sample")
     run = Run(config, workdir, need_data=False)
     try:
         return run, run.restore_for_use()
@@ -485,6 +487,13 @@ def sample(config: ml_collections.ConfigDict, workdir: str, num_samples: int,
     for f in files:
         logging.info("wrote %s", f)
     return files
+
+
+def _require_workdir(workdir: str, mode: str) -> None:
+    # Checked before Run, whose checkpointer would create the directory.
+    if not os.path.isdir(workdir):
+        raise UserError(f"--workdir={workdir!r} does not exist; --mode={mode} needs the workdir "
+                        "of a trained run.")
 
 
 def _is_number(v: Any) -> bool:

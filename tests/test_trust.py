@@ -66,6 +66,13 @@ def test_eval_and_sample_on_a_missing_workdir_do_not_create_it(tmp_path, mode):
     assert not workdir.exists()
 
 
+def test_programmatic_eval_on_a_missing_workdir_does_not_create_it(tmp_path):
+    workdir = tmp_path / "never_trained"
+    with pytest.raises(UserError, match="does not exist"):
+        train.evaluate(tiny_vae_config(10), str(workdir))
+    assert not workdir.exists()
+
+
 def test_tfds_without_its_extra_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails
     with pytest.raises(UserError, match=r"\[tfds\]"):
