@@ -74,11 +74,14 @@ def run(argv: list[str]) -> None:
         raise UserError("--workdir is required.")
     metric_logging.quiet_libraries()
     parallel.maybe_initialize_distributed()  # before anything touches the XLA backend
-    check_workdir(FLAGS.workdir, FLAGS.mode)
-    if FLAGS.mode != "train":  # the trained run's config.json defines the model
+    if FLAGS.mode == "train":  # validated first: an impossible config creates no workdir
+        config_validation.validate(config)
+        check_workdir(FLAGS.workdir, FLAGS.mode)
+    else:  # the trained run's config.json defines the model
+        check_workdir(FLAGS.workdir, FLAGS.mode)
         config = run_config.for_trained_run(
             config, FLAGS.workdir, config_flags.get_override_values(FLAGS["config"]), FLAGS.mode)
-    config_validation.validate(config)
+        config_validation.validate(config)
     logging.info("JAX %s on %d %s device(s), process %d of %d", jax.__version__,
                  jax.device_count(), jax.default_backend(), jax.process_index(),
                  jax.process_count())
