@@ -63,7 +63,14 @@ class Checkpointer:
         return sorted(self.manager.all_steps())
 
     def save(self, state: TrainState, meta: dict[str, Any], force: bool = False) -> bool:
-        """Start saving `state` at its step (asynchronously); returns whether a save began."""
+        """Start saving `state` at its step (asynchronously); returns whether a save began.
+
+        Waits for every array of `state` first. Orbax copies the shards to the host from its
+        own threads; on a multi-device CPU mesh, copies that wait on a step still in flight
+        can starve that step's all-reduce rendezvous (an XLA abort, or a hang with longer
+        collective timeouts). With nothing in flight the copy cannot race a collective.
+        """
+        jax.block_until_ready(state)
         step = int(jax.device_get(state.step))
         if step in self.manager.all_steps():
             return False

@@ -59,6 +59,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 256
     c.eval.num_batches = 0  # periodic eval: batches of the test split (0: all)
+    c.eval.final_max_examples = 0  # --mode=eval: test examples (0: all; whole batches)
 
     # Other trained runs used frozen, by role (aigc_jax/components.py); a family's config adds
     # one `component()` entry per role its method takes.

@@ -6,7 +6,8 @@ from aigc_jax.errors import UserError
 
 POSITIVE_INTS = ("train.batch_size", "train.num_steps", "eval.batch_size", "num_samples")
 NON_NEGATIVE_INTS = ("train.log_every", "train.eval_every", "train.checkpoint_every",
-                     "train.sample_every", "optimizer.warmup_steps", "eval.num_batches")
+                     "train.sample_every", "optimizer.warmup_steps", "eval.num_batches",
+                     "eval.final_max_examples")
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str):

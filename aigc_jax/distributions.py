@@ -2,7 +2,7 @@
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import log_ndtr, ndtr
+from jax.scipy.special import log_ndtr
 
 LOG_2PI = jnp.log(2.0 * jnp.pi)
 
@@ -30,13 +30,27 @@ def bernoulli_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:
     return x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits)
 
 
+def log_normal_interval(a: jax.Array, b: jax.Array) -> jax.Array:
+    """log(Phi(b) - Phi(a)) for a < b, accurate in both tails.
+
+    The interval is reflected to lie mostly below zero, where Phi is far from 1, and the
+    difference is taken in log space: log Phi(b) + log(1 - Phi(a) / Phi(b)). Subtracting two
+    CDFs near 1 instead loses every digit beyond a few sigma above the mean in float32.
+    """
+    upper = a + b > 0
+    a, b = jnp.where(upper, -b, a), jnp.where(upper, -a, b)
+    log_b, log_a = log_ndtr(b), log_ndtr(a)
+    return log_b + jnp.log(jnp.maximum(-jnp.expm1(log_a - log_b), 1e-30))
+
+
 def discretized_gaussian_log_prob(x: jax.Array, mean: jax.Array,
                                   log_sigma: jax.Array) -> jax.Array:
     """Elementwise log-probability of 8-bit data scaled to [-1, 1] under a discretized Gaussian.
 
     Each of the 256 values owns a bin of width 2/255; the end bins extend to infinity, as in
     the DDPM paper's decoder at t = 0, so the probabilities over the 256 values sum to one.
-    Uses the exact normal CDF (DDPM's code used a tanh approximation).
+    Uses the exact normal CDF in log space (DDPM's code used a tanh approximation and a
+    difference of CDFs, which underflows in the tails).
     """
     centered = x - mean
     inv_sigma = jnp.exp(-log_sigma)
@@ -44,7 +58,7 @@ def discretized_gaussian_log_prob(x: jax.Array, mean: jax.Array,
     min_in = inv_sigma * (centered - 1.0 / 255.0)
     log_cdf_plus = log_ndtr(plus_in)
     log_one_minus_cdf_min = log_ndtr(-min_in)
-    log_delta = jnp.log(jnp.maximum(ndtr(plus_in) - ndtr(min_in), 1e-12))
+    log_delta = log_normal_interval(min_in, plus_in)
     return jnp.where(x < -0.999, log_cdf_plus,
                      jnp.where(x > 0.999, log_one_minus_cdf_min, log_delta))
 

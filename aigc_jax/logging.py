@@ -66,6 +66,22 @@ class MetricWriter:
             self._tb.flush()
         return row
 
+    def write_files(self, step: int, tag: str, files: list[str]) -> None:
+        """Mirror written sample files to TensorBoard: PNG grids as images, text as text."""
+        if self._tb is None:
+            return
+        for path in files:
+            name = f"{tag}/{os.path.splitext(os.path.basename(path))[0]}"
+            if path.endswith(".png"):
+                from PIL import Image
+
+                image = np.asarray(Image.open(path).convert("RGB"))
+                self._tb.add_image(name, image, step, dataformats="HWC")
+            elif path.endswith(".txt"):
+                with open(path) as f:
+                    self._tb.add_text(name, "    " + f.read().replace("\n", "\n    "), step)
+        self._tb.flush()
+
     def close(self) -> None:
         """Flush and close TensorBoard files."""
         if self._tb is not None:
@@ -89,17 +105,29 @@ def _fmt_time(seconds: float) -> str:
 
 
 class Progress:
-    """Logs `step N/T loss=... steps/s ETA` lines, timing only the steps since the last line."""
+    """Logs `step N/T loss=... steps/s ETA` lines. The rate counts training time only: the
+    first step's compile (see `restart`) and eval, sampling and saving (`exclude`) are left
+    out, so the ETA is the steady state's and does not jump after each eval."""
 
     def __init__(self, start_step: int, num_steps: int):
         self.num_steps = num_steps
         self._last_step, self._last_time = start_step, time.perf_counter()
+        self._excluded = 0.0
+
+    def restart(self, step: int) -> None:
+        """Start timing from `step` now (call after the first, compiling, step)."""
+        self._last_step, self._last_time, self._excluded = step, time.perf_counter(), 0.0
+
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` of non-training work (eval, samples, checkpoints) out of the rate."""
+        self._excluded += seconds
 
     def rate(self, step: int) -> float:
-        """Steps per second since the previous call; resets the timer."""
+        """Training steps per second since the previous call; resets the timer."""
         now = time.perf_counter()
-        rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
-        self._last_step, self._last_time = step, now
+        busy = max(now - self._last_time - self._excluded, 1e-9)
+        rate = (step - self._last_step) / busy
+        self._last_step, self._last_time, self._excluded = step, now, 0.0
         return rate
 
     def line(self, step: int, metrics: dict[str, float]) -> str:
@@ -109,6 +137,41 @@ class Progress:
         shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
                          if isinstance(v, (int, float)) and k != "steps_per_sec")
         text = f"step {step}/{self.num_steps} {shown} {rate:.2f} steps/s ETA {_fmt_time(eta)}"
+        if is_main_process():
+            logging.info(text)
+        return text
+
+
+class PassProgress:
+    """`NAME 3/40 batches, 12.0s, ETA 2m28s` lines for a pass over batches (eval, sampling),
+    at most one per `every` seconds and only once the pass has taken `after` seconds, so
+    short passes stay quiet and long ones are never silent."""
+
+    def __init__(self, name: str, total: int, every: float = 10.0, after: float = 5.0):
+        self.name, self.total, self.every, self.after = name, total, every, after
+        self.start = self._last = time.perf_counter()
+        self.lines: list[str] = []
+
+    def update(self, done: int) -> str | None:
+        """Record that `done` of `total` batches are finished; log a line when one is due."""
+        now = time.perf_counter()
+        elapsed = now - self.start
+        if elapsed < self.after or now - self._last < self.every or done >= self.total:
+            return None
+        self._last = now
+        eta = elapsed / max(done, 1) * (self.total - done)
+        return self._log(f"{self.name} {done}/{self.total} batches, {_fmt_time(elapsed)}, "
+                         f"ETA {_fmt_time(eta)}")
+
+    def done(self) -> str | None:
+        """Log the pass's total time when it was long enough to have shown progress."""
+        elapsed = time.perf_counter() - self.start
+        if elapsed < self.after:
+            return None
+        return self._log(f"{self.name} {self.total}/{self.total} batches in {_fmt_time(elapsed)}")
+
+    def _log(self, text: str) -> str:
+        self.lines.append(text)
         if is_main_process():
             logging.info(text)
         return text

@@ -1,9 +1,12 @@
 """Command-line entry point: `python -m aigc_jax.main --config=configs/vae.py:digits --workdir=DIR`.
 
-Flags: --mode=train|eval|sample, --num_samples=N, --prompt=TEXT (GPT); anything else is a
-`--config.<key>=<value>` override. A UserError prints as one line and exits with status 2.
+Flags: --mode=train|eval|sample, --num_samples=N, --prompt=TEXT (GPT), --output=NAME (sample);
+anything else is a `--config.<key>=<value>` override. Eval and sample take the model from the
+run's config.json. A UserError prints as one line and exits with status 2; a run stopped by
+SIGTERM or SIGINT, with its checkpoint saved, exits with status 75.
 """
 
+import os
 import re
 import sys
 
@@ -11,7 +14,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from aigc_jax import config_validation, parallel, train
+from aigc_jax import config_validation, parallel, run_config, train
 from aigc_jax import logging as metric_logging
 from aigc_jax.errors import UserError
 
@@ -22,18 +25,63 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and sam
 flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to do.")
 flags.DEFINE_integer("num_samples", None, "Samples to draw (sample mode) or to evaluate on.")
 flags.DEFINE_string("prompt", None, "Prompt text for GPT sampling.")
+flags.DEFINE_string("output", None, "Sample mode: name of the output files in the workdir "
+                    "(NAME.png/.npz/.txt); default samples, samples_1, ... (never overwritten).")
+
+
+def _loaded_config():
+    """FLAGS.config, or a one-line error when --config is missing or its file cannot be loaded
+    (ml_collections defers that error to the first access, as a multi-line traceback)."""
+    if FLAGS["config"].present == 0 and FLAGS["config"].value is None:
+        raise UserError("--config is required, e.g. --config=configs/vae.py:digits "
+                        "(a file in configs/ and a variant).")
+    path = config_flags.get_config_filename(FLAGS["config"]).partition(":")[0]
+    if not os.path.isfile(path):
+        raise UserError(f"--config file {path!r} does not exist; pass one of configs/*.py "
+                        "(relative to the current directory) with a variant after ':'.")
+    try:
+        config = FLAGS.config
+        config.get("method")  # forces the deferred load
+    except OSError as e:
+        raise UserError(_one_line(e)) from None
+    return config
+
+
+def check_workdir(workdir: str, mode: str) -> None:
+    """Train needs a writable workdir (created here); eval and sample need an existing one and
+    must not create it."""
+    if mode != "train":
+        if not os.path.isdir(workdir):
+            raise UserError(f"--workdir={workdir!r} does not exist; --mode={mode} needs the "
+                            "workdir of a trained run.")
+        return
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--workdir={workdir!r} cannot be created ({e.strerror}); choose a "
+                        "directory you can write to.") from None
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise UserError(f"--workdir={workdir!r} is not writable; choose a directory you can "
+                        "write to.")
 
 
 def run(argv: list[str]) -> None:
     """Dispatch on --mode after validating the config."""
     if len(argv) > 1:
         raise UserError(f"unexpected positional arguments {argv[1:]}; flags look like --key=value.")
+    config = _loaded_config()
     if FLAGS.workdir is None:
         raise UserError("--workdir is required.")
-    config = FLAGS.config
     metric_logging.quiet_libraries()
     parallel.maybe_initialize_distributed()  # before anything touches the XLA backend
-    config_validation.validate(config)
+    if FLAGS.mode == "train":  # validated first: an impossible config creates no workdir
+        config_validation.validate(config)
+        check_workdir(FLAGS.workdir, FLAGS.mode)
+    else:  # the trained run's config.json defines the model
+        check_workdir(FLAGS.workdir, FLAGS.mode)
+        config = run_config.for_trained_run(
+            config, FLAGS.workdir, config_flags.get_override_values(FLAGS["config"]), FLAGS.mode)
+        config_validation.validate(config)
     logging.info("JAX %s on %d %s device(s), process %d of %d", jax.__version__,
                  jax.device_count(), jax.default_backend(), jax.process_index(),
                  jax.process_count())
@@ -44,16 +92,25 @@ def run(argv: list[str]) -> None:
     else:
         num = FLAGS.num_samples if FLAGS.num_samples is not None else int(config.num_samples)
         kwargs = {} if FLAGS.prompt is None else {"prompt": FLAGS.prompt}
-        train.sample(config, FLAGS.workdir, num, **kwargs)
+        train.sample(config, FLAGS.workdir, num, output=FLAGS.output, **kwargs)
 
 
 def main(argv: list[str]) -> None:
-    """absl main: turn UserErrors into one clear line and exit status 2."""
+    """absl main: a UserError is one line and exit status 2; a run stopped by SIGTERM/SIGINT
+    with its checkpoint saved exits with train.PREEMPTED_EXIT_CODE (75); Ctrl-C in eval or
+    sample exits 130 with one line."""
     try:
         run(argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except train.Preempted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        sys.exit(train.PREEMPTED_EXIT_CODE)
+    except KeyboardInterrupt:
+        print(f"interrupted: --mode={FLAGS.mode} stopped by Ctrl-C; nothing was written.",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 def _one_line(error: Exception) -> str:

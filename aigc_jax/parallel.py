@@ -90,6 +90,13 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = "train.batch_size"
                         f"(and of {jax.process_count()} processes).")
 
 
+def padded_batch_size(batch_size: int, mesh: Mesh) -> int:
+    """`batch_size` rounded up to split evenly over devices and processes (eval batches are
+    padded, and the padding masked out, rather than rejected)."""
+    n = int(np.lcm(mesh.devices.size, jax.process_count()))
+    return max(n, -(-int(batch_size) // n) * n)
+
+
 def shard_batch(mesh: Mesh, local_batch: dict) -> dict:
     """Assemble each process's rows into global jax.Arrays split over the mesh."""
     sharding = batch_sharding(mesh)

@@ -21,15 +21,28 @@ from aigc_jax import data as data_lib
 from aigc_jax import methods, parallel
 from aigc_jax.checkpoint import Checkpointer
 from aigc_jax.errors import UserError
-from aigc_jax.logging import MetricWriter, Progress
+from aigc_jax.logging import MetricWriter, PassProgress, Progress
 from aigc_jax.methods.base import Method, sample_path
 from aigc_jax.state import TrainState
 
 NONFINITE_POLICIES = ("stop", "skip")
+# Exit status of a run stopped by SIGTERM (preemption) or SIGINT (Ctrl-C) after it saved a
+# checkpoint: EX_TEMPFAIL, "try again later". Rerunning the same command resumes it.
+PREEMPTED_EXIT_CODE = 75
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class NonFiniteLoss(UserError):
     """Raised when the loss is NaN/inf and `train.nonfinite_policy` is "stop"."""
+
+
+class Preempted(Exception):
+    """Training stopped early on a signal, with a checkpoint of the step it reached."""
+
+    def __init__(self, signum: int, step: int, directory: str):
+        self.signum, self.step = signum, step
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step} with a "
+                         f"checkpoint in {directory}; rerun the same command to resume.")
 
 
 class Run:
@@ -49,7 +62,8 @@ class Run:
         self.ckpt = Checkpointer(workdir, int(config.train.get("keep_checkpoints", 3)),
                                  bool(config.train.get("async_checkpoint", True)))
         try:
-            saved = self.ckpt.latest_meta().get("provenance", {})
+            self.saved_meta = self.ckpt.latest_meta()
+            saved = self.saved_meta.get("provenance", {})
             self.components = components_lib.load_all(
                 config, self.mesh, methods.accepted_roles(config.method),
                 saved.get("components"))
@@ -158,14 +172,17 @@ class Run:
         if eval_step is None:
             return {}
         test_ds = self.test_dataset()
-        batch_size = batch_size or int(self.config.eval.batch_size)
-        parallel.check_batch_size(batch_size, self.mesh, "eval.batch_size")
+        batch_size = parallel.padded_batch_size(batch_size or int(self.config.eval.batch_size),
+                                                self.mesh)
         step_fn = jax.jit(eval_step)
         base = jax.random.PRNGKey(int(self.config.seed) + 2)
         sums: dict[str, float] = {}
         count = 0.0
         batches = test_ds.eval_batches(batch_size, jax.process_index(), jax.process_count(),
                                        max_batches)
+        total = -(-int(test_ds.num_examples) // batch_size)
+        progress = PassProgress(f"eval ({getattr(eval_step, '__name__', 'eval_step')})",
+                                min(total, max_batches or total))
         for b, local in enumerate(batches):
             batch = parallel.shard_batch(self.mesh, local)
             mask = np.asarray(parallel.to_host(batch.pop("mask")), np.float64)
@@ -176,6 +193,8 @@ class Run:
                 v = np.broadcast_to(v, mask.shape) if v.ndim == 0 else v
                 sums[k] = sums.get(k, 0.0) + float((v * mask).sum())
             count += float(mask.sum())
+            progress.update(b + 1)
+        progress.done()
         return {k: v / max(count, 1.0) for k, v in sums.items()}
 
     def test_dataset(self):
@@ -248,24 +267,68 @@ def write_config(config: ml_collections.ConfigDict, workdir: str,
             json.dump(out, f, indent=2, sort_keys=True)
 
 
+# Schedules whose shape depends on train.num_steps: changing it on resume re-stretches them.
+LENGTH_DEPENDENT_SCHEDULES = ("cosine", "linear")
+
+
+def check_resume(config: ml_collections.ConfigDict, saved: dict[str, Any], step: int) -> bool:
+    """Compare a resumed run's config with the one its checkpoint was written with. A changed
+    `train.num_steps` under a decaying schedule is a UserError (it would silently re-stretch
+    the schedule); a checkpoint already at or past `num_steps` is a warning. Returns whether
+    there is anything left to train."""
+    num_steps = int(config.train.num_steps)
+    before = int(saved.get("train", {}).get("num_steps", num_steps))
+    schedule = str(config.optimizer.get("schedule", "constant"))
+    if before != num_steps and schedule in LENGTH_DEPENDENT_SCHEDULES:
+        raise UserError(
+            f"config.train.num_steps={num_steps} differs from the {before} this run was trained "
+            f"with (checkpoint at step {step}), which would re-stretch its {schedule} "
+            f"learning-rate schedule; keep train.num_steps={before} (train.stop_after stops "
+            "early) or use a new --workdir.")
+    if step >= num_steps:
+        logging.warning("the checkpoint at step %d is already at or past train.num_steps=%d: "
+                        "nothing to train (config.json left as it was).", step, num_steps)
+        return False
+    return True
+
+
+def learning_rate(config: ml_collections.ConfigDict, step: int) -> float:
+    """The base optimizer's learning rate at `step` (the schedule counts optimizer updates)."""
+    from aigc_jax.optim import create_schedule
+
+    accum = max(int(config.optimizer.get("grad_accum_steps", 1)), 1)
+    return float(create_schedule(config.optimizer, int(config.train.num_steps))(step // accum))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Train `config` in `workdir`, resuming from its newest checkpoint; returns the final state."""
+    """Train `config` in `workdir`, resuming from its newest checkpoint; returns the final state.
+
+    SIGTERM (preemption) and SIGINT (Ctrl-C) save a checkpoint at the next step boundary and
+    raise `Preempted` (`main` exits with PREEMPTED_EXIT_CODE); a second Ctrl-C stops at once.
+    """
     run = Run(config, workdir)
     tc = config.train
     num_steps, batch_size = int(tc.num_steps), int(tc.batch_size)
     policy = tc.get("nonfinite_policy", "stop")
-    state, _ = run.restore_or_init()
-    write_config(config, workdir, run.provenance)
+    state, resumed = run.restore_or_init()
     start = int(jax.device_get(state.step))
+    if resumed and not check_resume(config, run.saved_meta.get("config", {}), start):
+        run.ckpt.close()
+        return state
+    write_config(config, workdir, run.provenance)
     writer = MetricWriter(workdir, bool(tc.get("tensorboard", True)))
     train_step = run.jit_train_step(policy)
     stop_after = int(tc.stop_after) or num_steps
     stop: dict[str, int | None] = {"signal": None}
 
-    def on_sigterm(signum, frame):  # preemption notice: checkpoint at the next step, then exit
+    def on_signal(signum, frame):  # checkpoint at the next step, then exit
         stop["signal"] = signum
+        if signum == signal.SIGINT:  # a second Ctrl-C interrupts at once
+            signal.signal(signal.SIGINT, previous[signal.SIGINT])
+        logging.warning("received %s: saving a checkpoint at the next step, then stopping",
+                        signal.Signals(signum).name)
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
     progress = Progress(start, num_steps)
     peak = parallel.peak_flops(config)
     history: list[dict[str, jax.Array]] = []
@@ -284,6 +347,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             if step == start:
                 jax.block_until_ready(metrics)
                 logging.info("first step (compile + run) took %.1fs", time.perf_counter() - t0)
+                progress.restart(step + 1)  # the rate and ETA leave the compile out
             step += 1
             history.append(metrics)
             log_now, save_now = every(tc.log_every), every(tc.checkpoint_every)
@@ -296,12 +360,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             if log_now:
                 history = []
                 mean["steps_per_sec"] = progress.rate(step)
+                mean["learning_rate"] = learning_rate(config, step - 1)
                 if run.method.tokens_per_step:  # methods that count tokens and FLOPs per step
                     mean.update(parallel.throughput(mean["steps_per_sec"],
                                                     run.method.tokens_per_step,
                                                     run.method.flops_per_step, peak))
                 progress.line(step, mean)
                 writer.write(step, "train", mean)
+            t_other = time.perf_counter()
             if every(tc.eval_every):
                 eval_metrics = run.run_eval(state, run.method.eval_step,
                                             int(config.eval.num_batches) or None)
@@ -309,33 +375,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     writer.write(step, "eval", eval_metrics)
                     logging.info("eval at step %d: %s", step, eval_metrics)
             if every(tc.sample_every):
-                run.write_samples(state, step, int(config.get("num_samples", 64)),
-                                  sample_path(workdir, step))
+                logging.info("sampling %d at step %d", int(config.get("num_samples", 64)), step)
+                files = run.write_samples(state, step, int(config.get("num_samples", 64)),
+                                          sample_path(workdir, step))
+                writer.write_files(step, "samples", files)
             if save_now:
                 run.ckpt.save(state, run.checkpoint_meta(step))
                 last_saved = step
+            progress.exclude(time.perf_counter() - t_other)
         if stop["signal"] is not None:
-            logging.warning("received signal %s at step %d: saving a checkpoint and exiting",
-                            stop["signal"], step)
             run.ckpt.save(state, run.checkpoint_meta(step), force=True)
+            run.ckpt.wait()
+            raise Preempted(stop["signal"], step, run.ckpt.directory)
+        logging.info("finished %d steps; waiting for the last checkpoint to be written", step)
     finally:
         run.ckpt.close()
         writer.close()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return state
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str,
              num_samples: int | None = None) -> dict[str, Any]:
     """`--mode=eval`: full test-split metrics plus the method's extras, to `eval/<step>.json`."""
+    _require_workdir(workdir, "eval")
     run = Run(config, workdir)
     try:
         state = run.restore_for_use()
         step = int(jax.device_get(state.step))
-        results: dict[str, Any] = dict(run.run_eval(state, run.method.eval_step))
+        # eval.final_max_examples bounds both passes (rounded up to whole batches).
+        limit = int(config.eval.get("final_max_examples", 0))
+
+        def max_batches(batch_size: int) -> int | None:
+            return -(-limit // parallel.padded_batch_size(batch_size, run.mesh)) if limit else None
+
+        eval_bs = int(config.eval.batch_size)
+        results: dict[str, Any] = dict(run.run_eval(state, run.method.eval_step,
+                                                    max_batches(eval_bs)))
         if run.method.final_eval_step is not None:
-            results.update(run.run_eval(state, run.method.final_eval_step, batch_size=int(
-                config.eval.get("final_batch_size", config.eval.batch_size))))
+            final_bs = int(config.eval.get("final_batch_size", eval_bs))
+            results.update(run.run_eval(state, run.method.final_eval_step, max_batches(final_bs),
+                                        batch_size=final_bs))
         if run.method.evaluate is not None:
             rng = jax.random.fold_in(jax.random.PRNGKey(int(config.seed) + 3), step)
             results.update(run.method.evaluate(state, run.test_dataset(), rng, num_samples,
@@ -345,8 +426,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
             with open(os.path.join(workdir, "eval", f"{step}.json"), "w") as f:
                 json.dump({"step": step, **results, "provenance": run.provenance}, f, indent=2,
                           default=_json_default)
-            MetricWriter(workdir, tensorboard=False).write(
-                step, "eval", {k: v for k, v in results.items() if _is_number(v)})
+            writer = MetricWriter(workdir, bool(config.train.get("tensorboard", True)))
+            writer.write(step, "eval", {k: v for k, v in results.items() if _is_number(v)})
+            writer.close()
         logging.info("eval at step %d: %s", step, results)
         return results
     finally:
@@ -356,6 +438,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
 def load_trained(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, TrainState]:
     """A data-free Run of a finished `workdir` and its newest state, checkpoints closed: for
     `--mode=sample` and scripts that only read a trained model (figures, tables)."""
+    _require_workdir(workdir, "sample")
     run = Run(config, workdir, need_data=False)
     try:
         return run, run.restore_for_use()
@@ -363,14 +446,37 @@ def load_trained(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, 
         run.ckpt.close()
 
 
+def output_stem(workdir: str, output: str | None, existing_ok: bool = False) -> str:
+    """The path stem for `--mode=sample` files: `workdir/NAME` for `--output=NAME` (an error if
+    its files exist), else the first free one of samples, samples_1, samples_2, ..."""
+    def taken(stem: str) -> bool:
+        return any(os.path.exists(stem + ext) for ext in (".png", ".npz", ".txt"))
+
+    if output:
+        if os.path.basename(output) != output or output.startswith("."):
+            raise UserError(f"--output={output!r} must be a plain file name (no directories).")
+        stem = os.path.join(workdir, output)
+        if taken(stem) and not existing_ok:
+            raise UserError(f"--output={output!r}: {stem}.* already exists; choose another "
+                            "name (earlier samples are never overwritten).")
+        return stem
+    stem, i = os.path.join(workdir, "samples"), 0
+    while taken(stem):
+        i += 1
+        stem = os.path.join(workdir, f"samples_{i}")
+    return stem
+
+
 def sample(config: ml_collections.ConfigDict, workdir: str, num_samples: int,
-           **kwargs: Any) -> list[str]:
-    """`--mode=sample`: write `num_samples` samples from the newest checkpoint's EMA weights."""
+           output: str | None = None, **kwargs: Any) -> list[str]:
+    """`--mode=sample`: write `num_samples` samples from the newest checkpoint's EMA weights to
+    `output_stem(workdir, output)` (never over earlier samples), plus the method's figures."""
     if num_samples <= 0:
         raise UserError(f"--num_samples={num_samples} must be a positive integer.")
+    stem = output_stem(workdir, output)
     run, state = load_trained(config, workdir)
     step = int(jax.device_get(state.step))
-    files = run.write_samples(state, step, num_samples, os.path.join(workdir, "samples"), **kwargs)
+    files = run.write_samples(state, step, num_samples, stem, **kwargs)
     if run.method.figures is not None and parallel.is_main_process():
         try:
             test_ds = run.test_dataset()
@@ -381,6 +487,13 @@ def sample(config: ml_collections.ConfigDict, workdir: str, num_samples: int,
     for f in files:
         logging.info("wrote %s", f)
     return files
+
+
+def _require_workdir(workdir: str, mode: str) -> None:
+    # Checked before Run, whose checkpointer would create the directory.
+    if not os.path.isdir(workdir):
+        raise UserError(f"--workdir={workdir!r} does not exist; --mode={mode} needs the workdir "
+                        "of a trained run.")
 
 
 def _is_number(v: Any) -> bool:

@@ -62,6 +62,7 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
 
     c.eval.vlb_timesteps = 20  # periodic eval: stratified timesteps of the VLB estimate
     c.eval.vlb_chunk = 10  # --mode=eval full VLB: timesteps per forward batch
+    c.eval.vlb_max_timesteps = 0  # --mode=eval VLB: K < T gives a stratified K-point estimate
     c.eval.final_batch_size = 100
     c.eval.extractor = "inception"  # digits | mnist | inception (sample quality, --mode=eval)
     c.eval.fid_num_samples = 50_000  # --mode=eval sample-quality N (0: off)

@@ -31,6 +31,11 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     c.eval.nll_samples = 5000  # --mode=eval: the importance-sampled NLL estimate
     c.eval.nll_chunk = 500
     c.eval.final_batch_size = 64
+    # --mode=eval sample quality of eval.fid_num_samples prior samples (--num_samples; 0: off).
+    c.eval.extractor = "inception"  # digits | mnist | inception (aigc_jax.evaluation)
+    c.eval.fid_num_samples = 0
+    c.eval.fid_batch_size = 500
+    c.eval.cache_dir = ""  # reference statistics cache ("": ~/.cache/aigc_jax/reference)
 
     if variant in ("digits", "digits_2d", "tiny"):
         # sklearn's 8x8 digits, dynamically binarized: trains in about a minute on 2 CPU cores.
@@ -51,6 +56,7 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         c.train.ema_decay = 0.995
         c.eval.batch_size = 100  # 300 test images = 3 full batches
         c.eval.final_batch_size = 100
+        c.eval.extractor = "digits"
     elif variant in ("mnist", "mnist_conv", "fashion_mnist"):
         # Burda et al. (2016), one stochastic layer: 784-200-200-50 tanh MLPs, Bernoulli
         # likelihood, dynamic binarization, Adam (eps 1e-4), batch 20 and their learning-rate
@@ -71,6 +77,7 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         c.train.sample_every = 60000
         c.train.ema_decay = 0.0  # Burda et al. report the raw weights
         c.eval.batch_size = 500
+        c.eval.extractor = "mnist"
         if variant == "mnist_conv":
             c.model.arch = "conv"
             c.model.activation = "swish"

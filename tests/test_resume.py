@@ -59,7 +59,7 @@ def test_sigterm_saves_a_checkpoint_before_exit(tmp_path):
     proc = popen_cli(*_flags(workdir, num_steps=10**6, checkpoint_every=10**5))
     wait_for(workdir / "metrics.jsonl", proc)  # first log line: training is under way
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 0
+    assert proc.wait(timeout=120) == train.PREEMPTED_EXIT_CODE  # not 0: not finished
     steps = [int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()]
     assert len(steps) == 1 and 50 <= steps[0] < 10**5
 

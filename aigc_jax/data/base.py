@@ -6,9 +6,11 @@ an uninterrupted run would have seen, with no iterator state to save beyond the 
 """
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+
+from aigc_jax.errors import UserError
 
 Batch = dict[str, np.ndarray]
 
@@ -64,3 +66,22 @@ def padded_eval_indices(num_examples: int, batch_size: int, max_batches: int | N
         idx = np.arange(b * batch_size, (b + 1) * batch_size)
         mask = idx < num_examples
         yield np.where(mask, idx, 0), mask
+
+
+TFDS_EXTRA = "pip install -e '.[tfds]'"
+
+
+def tfds_data_source(name: str, split: str, data_dir: str | None) -> Any:
+    """`tfds.data_source(name, split)`, with one-line errors; a missing module (tfds itself, or
+    the TensorFlow it needs to download and prepare a dataset) names the `[tfds]` extra."""
+    try:
+        import tensorflow_datasets as tfds
+
+        return tfds.data_source(name, split=split, data_dir=data_dir)
+    except ImportError as e:
+        raise UserError(f"tfds dataset {name!r} needs {e.name or 'a module'} to be prepared, "
+                        f"which is not installed; install the tfds extra ({TFDS_EXTRA}) or "
+                        "use an offline data.name (digits, idx, folder, text).") from None
+    except Exception as e:  # tfds raises many types; the user needs the one line.
+        raise UserError(f"tfds dataset {name!r} split {split!r} is not available: "
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

@@ -20,6 +20,7 @@ from aigc_jax.data.base import (
     padded_eval_indices,
     process_slice,
     rng_for,
+    tfds_data_source,
 )
 from aigc_jax.errors import UserError
 
@@ -184,13 +185,7 @@ def _center_crop_resize(im: Image.Image, size: int, crop: int = 0) -> Image.Imag
 @functools.lru_cache(maxsize=4)
 def load_tfds(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray, int]:
     """A tfds image dataset by name, read whole through `tfds.data_source` (no TensorFlow)."""
-    import tensorflow_datasets as tfds
-
-    try:
-        source = tfds.data_source(name, split=split, data_dir=data_dir)
-    except Exception as e:  # tfds raises many types; the user needs the one line.
-        raise UserError(f"tfds dataset {name!r} split {split!r} is not available: "
-                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    source = tfds_data_source(name, split, data_dir)
     n = len(source)
     first = source[0]
     images = np.empty((n, *np.asarray(first["image"]).shape), np.uint8)

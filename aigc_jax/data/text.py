@@ -22,7 +22,13 @@ import numpy as np
 from absl import logging
 
 from aigc_jax.data import tokenizers
-from aigc_jax.data.base import Batch, padded_eval_indices, process_slice, rng_for
+from aigc_jax.data.base import (
+    Batch,
+    padded_eval_indices,
+    process_slice,
+    rng_for,
+    tfds_data_source,
+)
 from aigc_jax.errors import UserError
 
 # Fixed, run-independent seed for the eval window order: eval numbers compare across runs.
@@ -101,13 +107,7 @@ def read_text_file(path: str) -> str:
 @functools.lru_cache(maxsize=4)
 def read_tfds_text(name: str, split: str, data_dir: str, max_examples: int) -> str:
     """The "text" feature of a tfds split, examples joined by newlines (no TensorFlow needed)."""
-    import tensorflow_datasets as tfds
-
-    try:
-        source = tfds.data_source(name, split=split, data_dir=data_dir or None)
-    except Exception as e:  # tfds raises many types; the user needs the one line.
-        raise UserError(f"tfds dataset {name!r} split {split!r} is not available: "
-                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    source = tfds_data_source(name, split, data_dir or None)
     n = len(source) if max_examples <= 0 else min(len(source), max_examples)
     logging.info("reading %d examples of tfds %s[%s]", n, name, split)
     texts = []

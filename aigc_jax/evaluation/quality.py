@@ -11,6 +11,7 @@ import numpy as np
 from aigc_jax.evaluation import metrics
 from aigc_jax.evaluation.extractors import get_extractor
 from aigc_jax.evaluation.reference import compute_reference
+from aigc_jax.logging import PassProgress
 
 SampleFn = Callable[[int, int], np.ndarray]
 
@@ -36,7 +37,10 @@ def sample_quality(sample_fn: SampleFn, num_samples: int, data_cfg: ml_collectio
     feats = metrics.FeatureStats(net.feature_dim, max_raw)
     splits = min(score_splits, num_samples)
     scores = metrics.ScoreStats(num_samples, splits)
-    for i in range(-(-num_samples // batch_size)):
+    num_batches = -(-num_samples // batch_size)
+    progress = PassProgress(f"sampling + features ({num_samples} samples)", num_batches)
+    for i in range(num_batches):
+        progress.update(i)
         n = min(batch_size, num_samples - i * batch_size)
         images = np.asarray(sample_fn(n, i))
         if images.dtype != np.uint8 or images.ndim != 4 or len(images) != n:
@@ -46,6 +50,7 @@ def sample_quality(sample_fn: SampleFn, num_samples: int, data_cfg: ml_collectio
         feats.update(f)
         scores.update(logits)
 
+    progress.done()
     mu, sigma = feats.mean_cov()
     fake, real = feats.raw, ref.features
     kid, kid_std = metrics.kernel_inception_distance(fake, real, kid_subsets, kid_subset_size)

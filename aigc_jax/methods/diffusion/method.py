@@ -61,9 +61,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if int(config.diffusion.num_timesteps) < 1:
         raise UserError(f"config.diffusion.num_timesteps={config.diffusion.num_timesteps} "
                         "must be positive.")
-    if int(config.sampler.num_steps) < 0 or float(config.sampler.eta) < 0:
-        raise UserError(f"config.sampler.num_steps={config.sampler.num_steps} and "
-                        f"sampler.eta={config.sampler.eta} must not be negative.")
+    if int(config.sampler.num_steps) < 0:
+        raise UserError(f"config.sampler.num_steps={config.sampler.num_steps} must not be "
+                        "negative (0 means every timestep).")
+    if float(config.sampler.eta) < 0:
+        raise UserError(f"config.sampler.eta={config.sampler.eta} must not be negative "
+                        "(0 is deterministic DDIM, 1 matches DDPM's noise).")
     if float(config.sampler.guidance_scale) != 0.0 and int(config.model.num_classes) == 0:
         raise UserError(f"config.sampler.guidance_scale={config.sampler.guidance_scale} needs a "
                         "class-conditional model; set config.model.num_classes (and "
@@ -71,9 +74,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= float(config.diffusion.label_dropout) < 1.0:
         raise UserError(f"config.diffusion.label_dropout={config.diffusion.label_dropout} must "
                         "be in [0, 1).")
-    if int(config.eval.vlb_timesteps) < 0:
-        raise UserError(f"config.eval.vlb_timesteps={config.eval.vlb_timesteps} must not be "
-                        "negative.")
+    for key in ("vlb_timesteps", "vlb_max_timesteps"):
+        if int(config.eval.get(key, 0)) < 0:
+            raise UserError(f"config.eval.{key}={config.eval[key]} must not be negative.")
 
 
 def diffusion_from_config(config: ml_collections.ConfigDict) -> obj.Diffusion:
@@ -261,12 +264,21 @@ def create(config: ml_collections.ConfigDict, info: dict,
 
     def final_eval_step(state: TrainState, batch: dict, rng: jax.Array,
                         frozen: Frozen = None) -> dict:
-        """The full VLB over all T timesteps in bits/dim, `eval.vlb_chunk` timesteps at a time."""
+        """The VLB in bits/dim: over all T timesteps, `eval.vlb_chunk` at a time, or with
+        `eval.vlb_max_timesteps` = K < T an unbiased stratified estimate from K timesteps."""
         x0 = preprocess(batch["image"])
-        chunk = max(1, min(int(config.eval.vlb_chunk), d.sched.num_timesteps))
-        t, wt = full_vlb_grid(d.sched.num_timesteps, chunk, x0.shape[0])
-        return vlb_bpd(d, applier(state.ema_params), x0, batch["label"], rng, jnp.asarray(t),
-                       jnp.asarray(wt), clip_x0)
+        num_t = d.sched.num_timesteps
+        k = int(config.eval.get("vlb_max_timesteps", 0))
+        if 0 < k < num_t:
+            t, wt = stratified_vlb_grid(jax.random.fold_in(rng, 1), num_t, k, x0.shape[0])
+            out = vlb_bpd(d, applier(state.ema_params), x0, batch["label"],
+                          jax.random.fold_in(rng, 2), t, wt, clip_x0)
+        else:
+            chunk = max(1, min(int(config.eval.vlb_chunk), num_t))
+            t, wt = full_vlb_grid(num_t, chunk, x0.shape[0])
+            out = vlb_bpd(d, applier(state.ema_params), x0, batch["label"], rng,
+                          jnp.asarray(t), jnp.asarray(wt), clip_x0)
+        return {**out, "vlb_num_timesteps": jnp.float32(k if 0 < k < num_t else num_t)}
 
     @functools.partial(jax.jit, static_argnames=("num", "return_trajectory"))
     def sample(state: TrainState, rng: jax.Array, num: int, labels: jax.Array | None = None,

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from aigc_jax import distributions as dist
+from aigc_jax.errors import lookup
 from aigc_jax.methods.diffusion import schedules as ds
 from aigc_jax.methods.diffusion.schedules import Schedule, extract
 
@@ -75,20 +76,24 @@ LOSS_WEIGHTINGS: dict[str, Callable | None] = {
 
 def loss_weight(d: Diffusion, t: jax.Array) -> jax.Array:
     """Per-example multiplier [B] of the objective's MSE under `d.loss_weighting`."""
-    w = LOSS_WEIGHTINGS[d.loss_weighting]
+    w = lookup(LOSS_WEIGHTINGS, d.loss_weighting, "loss_weighting")
     if w is None:
         return jnp.ones(t.shape, jnp.float32)
     snr = jnp.maximum(ds.snr(d.sched, t), 1e-20)
-    return w(snr, d.min_snr_gamma) / IMPLICIT_X0_WEIGHT[d.prediction](snr)
+    return w(snr, d.min_snr_gamma) / lookup(IMPLICIT_X0_WEIGHT, d.prediction, "prediction")(snr)
+
+
+# What the network should output for each prediction, from the noised example.
+TARGETS: dict[str, Callable] = {
+    "eps": lambda s, q: q.noise,
+    "x0": lambda s, q: q.x0,
+    "v": lambda s, q: ds.v_from_x0_eps(s, q.x0, q.t, q.noise),
+}
 
 
 def target(d: Diffusion, q: Noised) -> jax.Array:
-    """What the network should output for `d.prediction`."""
-    if d.prediction == "eps":
-        return q.noise
-    if d.prediction == "x0":
-        return q.x0
-    return ds.v_from_x0_eps(d.sched, q.x0, q.t, q.noise)
+    """What the network should output for `d.prediction` (a UserError if it is unknown)."""
+    return lookup(TARGETS, d.prediction, "prediction")(d.sched, q)
 
 
 # The reverse process p(x_{t-1} | x_t) and the variational bound, in bits per dimension.
@@ -96,6 +101,7 @@ def target(d: Diffusion, q: Noised) -> jax.Array:
 
 def model_log_variance(d: Diffusion, t: jax.Array, var_out: jax.Array | None) -> jax.Array:
     """log sigma_t^2 of p(x_{t-1} | x_t): fixed small/large, or learned in [log beta~, log beta]."""
+    lookup(dict.fromkeys(VARIANCES), d.variance, "variance")
     if d.variance == "fixed_small":
         return extract(d.sched.posterior_log_variance_clipped, t)
     log_beta = jnp.log(jnp.append(d.sched.posterior_variance[1:2], d.sched.betas[1:]))
@@ -111,7 +117,7 @@ def p_mean_variance(d: Diffusion, out: jax.Array, x_t: jax.Array, t: jax.Array,
     """Mean, log-variance, x0 and eps of p(x_{t-1} | x_t) from the network output."""
     c = x_t.shape[-1]
     mean_out, var_out = out[..., :c], (out[..., c:] if out.shape[-1] > c else None)
-    x0, eps = PREDICTIONS[d.prediction](d.sched, mean_out, x_t, t)
+    x0, eps = lookup(PREDICTIONS, d.prediction, "prediction")(d.sched, mean_out, x_t, t)
     if clip_x0:
         x0 = jnp.clip(x0, -1.0, 1.0)
         eps = ds.eps_from_x0(d.sched, x_t, t, x0)

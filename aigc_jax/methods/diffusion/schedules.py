@@ -2,7 +2,8 @@
 
 Ho et al. (2020) for the linear schedule and the posterior; Nichol & Dhariwal (2021) for the
 cosine schedule; Salimans & Ho (2022) for v = sqrt(alphas_cumprod) eps - sqrt(1 - ...) x0.
-Tables are computed in float64 with numpy and stored as float32 arrays indexed by t in [0, T).
+Tables are computed in float64 with numpy and stored as float32 arrays indexed by t in [0, T);
+`float64_tables` gives them back in float64 for host-side arithmetic.
 """
 
 import dataclasses
@@ -54,6 +55,10 @@ class Schedule:
     posterior_log_variance_clipped: jax.Array
     posterior_mean_coef1: jax.Array
     posterior_mean_coef2: jax.Array
+    # The float64 betas the tables came from, static (hashable) so they survive jit tracing:
+    # host-side tables (the samplers' respaced chains) are rebuilt from them, not from float32.
+    betas64: tuple[float, ...] = dataclasses.field(default=(), repr=False,
+                                                    metadata=dict(static=True))
 
     @property
     def num_timesteps(self) -> int:
@@ -84,8 +89,20 @@ def tables_from_betas(betas: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def schedule_from_betas(betas: np.ndarray) -> Schedule:
-    """A `Schedule` (float32 tables) from betas [T]."""
-    return Schedule(**{k: jnp.asarray(v, jnp.float32) for k, v in tables_from_betas(betas).items()})
+    """A `Schedule` (float32 tables, plus the float64 betas) from betas [T]."""
+    tables = tables_from_betas(betas)
+    return Schedule(**{k: jnp.asarray(v, jnp.float32) for k, v in tables.items()},
+                    betas64=tuple(float(b) for b in tables["betas"]))
+
+
+def float64_tables(sched: Schedule) -> dict[str, np.ndarray]:
+    """The schedule's tables in float64, for coefficients computed on the host.
+
+    Rebuilt from the float64 betas; a Schedule made without them falls back to its float32
+    betas (relative error 6e-8 per beta, still far better than the float32 products).
+    """
+    betas = sched.betas64 if sched.betas64 else np.asarray(sched.betas, np.float64)
+    return tables_from_betas(np.asarray(betas, np.float64))
 
 
 def create_schedule(cfg: ml_collections.ConfigDict) -> Schedule:

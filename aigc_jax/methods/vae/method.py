@@ -19,7 +19,7 @@ from aigc_jax import components
 from aigc_jax import distributions as dist
 from aigc_jax.errors import UserError
 from aigc_jax.methods.base import Frozen, Method
-from aigc_jax.methods.common import to_float, to_uint8
+from aigc_jax.methods.common import EXTRACTORS, check_choice, sample_quality, to_float, to_uint8
 from aigc_jax.models.vae import VAE, create_vae
 from aigc_jax.optim import create_optimizer
 from aigc_jax.state import TrainState, apply_gradients, create_state, global_norm, step_rng
@@ -137,6 +137,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
                         f"of eval.nll_chunk={config.eval.nll_chunk}.")
     if not config.vae.beta >= 0:
         raise UserError(f"config.vae.beta={config.vae.beta} must be a non-negative number.")
+    check_choice("eval.extractor", config.eval.extractor, EXTRACTORS)
+    if int(config.eval.fid_num_samples) < 0:
+        raise UserError(f"config.eval.fid_num_samples={config.eval.fid_num_samples} must not "
+                        "be negative (0 turns sample quality off).")
 
 
 def _context(config: ml_collections.ConfigDict, info: dict) -> VAEContext:
@@ -205,8 +209,17 @@ def create(config: ml_collections.ConfigDict, info: dict,
     def figures(state: TrainState, test_ds, workdir: str, frozen: Frozen = None) -> list[str]:
         return write_figures(ctx, state.ema_params, test_ds, os.path.join(workdir, "figures"))
 
+    def evaluate(state: TrainState, test_ds, rng: jax.Array, num_samples: int | None,
+                 frozen: Frozen = None) -> dict:
+        """Sample quality of `num_samples` prior samples (`common.sample_quality`; default
+        `eval.fid_num_samples`, 0 off), so --num_samples means the same in every family."""
+        return sample_quality(config, lambda n, i: sample(state, jax.random.fold_in(rng, i), n),
+                              num_samples, dict(weights="ema", likelihood=ctx.likelihood,
+                                                samples="decoder mean of z ~ N(0, I)"))
+
     return Method(init_state=init_state, train_step=train_step, eval_step=eval_step,
-                  final_eval_step=final_eval_step, sample=sample, figures=figures)
+                  final_eval_step=final_eval_step, sample=sample, evaluate=evaluate,
+                  figures=figures)
 
 
 def decode_mean(ctx: VAEContext, params, z: jax.Array) -> jax.Array:
