@@ -55,16 +55,20 @@ def hann(n: int) -> np.ndarray:
 
 
 def stft_magnitude(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
-    """|STFT| of x [..., T] -> [..., 1 + T // hop, n_fft // 2 + 1], centred frames."""
+    """|STFT| of x [..., T] -> [..., 1 + T // hop, n_fft // 2 + 1], centred frames.
+
+    numpy in, numpy out (host-side figures and features: no compile per clip length)."""
+    xp = np if isinstance(x, np.ndarray) else jnp
     pad = n_fft // 2
-    x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, pad)], mode="reflect")
+    x = xp.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, pad)], mode="reflect")
     num = 1 + (x.shape[-1] - n_fft) // hop
-    idx = jnp.arange(num)[:, None] * hop + jnp.arange(n_fft)  # [F, n_fft]
+    idx = np.arange(num)[:, None] * hop + np.arange(n_fft)  # [F, n_fft]
     frames = x[..., idx] * hann(n_fft)
-    return jnp.abs(jnp.fft.rfft(frames, axis=-1))
+    return xp.abs(xp.fft.rfft(frames, axis=-1))
 
 
 def log_mel(x: jax.Array, cfg: MelConfig) -> jax.Array:
     """Log-mel spectrogram of audio x [..., T] in [-1, 1] -> [..., 1 + T // hop, n_mels]."""
-    power = stft_magnitude(x.astype(jnp.float32), cfg.n_fft, cfg.hop) ** 2
-    return jnp.log(power @ mel_filterbank(cfg) + 1e-5)
+    xp = np if isinstance(x, np.ndarray) else jnp
+    power = stft_magnitude(x.astype(xp.float32), cfg.n_fft, cfg.hop) ** 2
+    return xp.log(power @ mel_filterbank(cfg) + 1e-5)

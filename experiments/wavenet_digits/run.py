@@ -64,9 +64,14 @@ def main() -> None:
     for item in args.override:
         _override(c, item)
 
-    train.train_and_evaluate(c, args.workdir)
-    results = {k: float(v) for k, v in train.evaluate(c, args.workdir).items()
-               if k in ("bits_per_sample", "loss")}
+    state = train.train_and_evaluate(c, args.workdir)
+    saved = os.path.join(args.workdir, "eval", f"{int(state.step)}.json")
+    if os.path.exists(saved):  # --mode=eval of this step already ran
+        with open(saved) as f:
+            evaluated = json.load(f)
+    else:
+        evaluated = train.evaluate(c, args.workdir)
+    results = {k: float(evaluated[k]) for k in ("bits_per_sample", "loss")}
 
     # Baselines on exactly the samples eval_step scores.
     train_ds, test_ds = data_lib.create_dataset(c, "train"), data_lib.create_dataset(c, "test")
