@@ -86,8 +86,10 @@ def flops_per_sample(cfg: WaveNetConfig) -> float:
     return 6.0 * (len(cfg.dilations) * layer + s * s + s * cfg.out_channels)
 
 
-def create(config: ml_collections.ConfigDict, info: dict) -> Method:
-    """The WaveNet Method for `config` on the audio described by `info`."""
+def create(config: ml_collections.ConfigDict, info: dict,
+           components: dict | None = None) -> Method:
+    """The WaveNet Method for `config` on the audio described by `info` (takes no components)."""
+    del components
     w = config.wavenet
     cfg = model_config(config, info)
     model = WaveNet(cfg)
