@@ -1,8 +1,10 @@
 """Data sources by `config.data.name`: image sources here, text sources in `data.text`,
-image-text pairs in `data.captions` (captioned digits) and `data.caption_files`."""
+image-text pairs in `data.captions` (captioned digits) and `data.caption_files`, audio in
+`data.audio`."""
 
 import ml_collections
 
+from aigc_jax.data.audio import AUDIO_SOURCES
 from aigc_jax.data.base import Batch, Dataset
 
 TEXT_SOURCES = ("text", "tiny_shakespeare", "lm1b")
@@ -23,6 +25,10 @@ def create_dataset(config: ml_collections.ConfigDict, split: str) -> Dataset:
         from aigc_jax.data import text
 
         return text.create_text_dataset(config, split)
+    if config.data.name in AUDIO_SOURCES:
+        from aigc_jax.data import audio
+
+        return audio.create_audio_dataset(config, split)
     from aigc_jax.data import images
 
     return images.create_image_dataset(config.data, split, int(config.seed))

@@ -20,6 +20,7 @@ METHODS = {
     "gan": "aigc_jax.methods.gan",
     "lm": "aigc_jax.methods.lm",
     "contrastive": "aigc_jax.methods.contrastive",
+    "wavenet": "aigc_jax.methods.wavenet",
 }
 
 
