@@ -42,13 +42,18 @@ WEIGHTS = {"ema": "ema_params", "params": "params"}
 class Autoencoder:
     """images <-> latents. `encode(w, uint8 [B, H, W, C]) -> float [B, *latent_shape]` (already
     multiplied by the stored scale factor); `decode(w, latents) -> float [B, H, W, C] in [-1, 1]`
-    (undoes the scale factor first)."""
+    (undoes the scale factor first). Discrete autoencoders (VQ, FSQ) also map code indices:
+    `encode_indices(w, uint8 images) -> int32 [B, h, w]`, `decode_indices(w, indices) ->
+    images in [-1, 1]`, with `codebook_size` codes (None / 0 for continuous latents)."""
 
     encode: Callable[[PyTree, jax.Array], jax.Array]
     decode: Callable[[PyTree, jax.Array], jax.Array]
     latent_shape: tuple[int, ...]
     image_shape: tuple[int, ...]
     scale_factor: float = 1.0
+    encode_indices: Callable[[PyTree, jax.Array], jax.Array] | None = None
+    decode_indices: Callable[[PyTree, jax.Array], jax.Array] | None = None
+    codebook_size: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -421,7 +421,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
             rng = jax.random.fold_in(jax.random.PRNGKey(int(config.seed) + 3), step)
             results.update(run.method.evaluate(state, run.test_dataset(), rng, num_samples,
                                                run.frozen))
+        # Files a method keeps with the run for later readers (the autoencoder's latent stats).
+        workdir_files = results.pop("workdir_files", {})
         if parallel.is_main_process():
+            for name, obj in workdir_files.items():
+                with open(os.path.join(workdir, name), "w") as f:
+                    json.dump(obj, f, indent=2, default=_json_default)
             os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
             with open(os.path.join(workdir, "eval", f"{step}.json"), "w") as f:
                 json.dump({"step": step, **results, "provenance": run.provenance}, f, indent=2,

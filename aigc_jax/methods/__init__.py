@@ -21,6 +21,7 @@ METHODS = {
     "lm": "aigc_jax.methods.lm",
     "contrastive": "aigc_jax.methods.contrastive",
     "wavenet": "aigc_jax.methods.wavenet",
+    "autoencoder": "aigc_jax.methods.autoencoder",
 }
 
 
