@@ -8,16 +8,14 @@ For each of `mnist_kl_f4` and `mnist_vq_f4` (configs/autoencoder.py): train in
 (PSNR, SSIM, rFD with the shipped MNIST classifier's features, code usage, latent statistics),
 `--mode=sample` figures; then copies the figures here and writes results.json / results.md.
 Train and test are the 9,000 / 1,000 split of the IDX test files (the VAE/diffusion MNIST
-experiments use the same split). Training wall-clock and process CPU seconds are recorded.
+experiments use the same split). Time the training with /usr/bin/time (README here).
 """
 
 import argparse
 import json
 import os
-import resource
 import shutil
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from aigc_jax import train  # noqa: E402
@@ -29,12 +27,6 @@ KEYS = ("psnr", "ssim", "rfd_mnist", "codebook_usage", "perplexity", "bits_per_d
         "scale_factor", "latent_std")
 
 
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process so far."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def main() -> None:
     """Train/evaluate/draw both variants and write the tables."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,15 +35,17 @@ def main() -> None:
     p.add_argument("--stop_after", type=int, default=0, help="train.stop_after (0: off)")
     p.add_argument("--variants", default=",".join(VARIANTS))
     args = p.parse_args()
+    path = os.path.join(HERE, "results.json")
     results = {}
+    if os.path.exists(path):  # one variant at a time keeps the other's row
+        with open(path) as f:
+            results = json.load(f)
     for variant in args.variants.split(","):
         config = get_config(variant)
         config.data.path = args.data_path
         config.train.stop_after = args.stop_after
         workdir = os.path.join(args.workdir, variant)
-        t0, c0 = time.time(), cpu_seconds()
         train.train_and_evaluate(config, workdir)
-        train_wall, train_cpu = time.time() - t0, cpu_seconds() - c0
         ev = train.evaluate(config, workdir)
         train.sample(config, workdir, 16)
         for name in ("reconstructions", "latent_traversal", "interpolations"):
@@ -59,9 +53,8 @@ def main() -> None:
                         os.path.join(HERE, f"{variant}_{name}.png"))
         step = max(int(f.split(".")[0]) for f in os.listdir(os.path.join(workdir, "eval")))
         results[variant] = {"step": step, **{k: ev[k] for k in KEYS if k in ev},
-                            "train_wall_s_this_call": round(train_wall, 1),
-                            "train_cpu_s_this_call": round(train_cpu, 1)}
-    with open(os.path.join(HERE, "results.json"), "w") as f:
+                            "stop_after": args.stop_after}
+    with open(path, "w") as f:
         json.dump(results, f, indent=2)
     lines = ["| variant | step | PSNR (dB) | SSIM | rFD (MNIST feats) | code usage | perplexity "
              "| bits/dim (log2 K / code) | scale factor |", "|---|---|---|---|---|---|---|---|---|"]
