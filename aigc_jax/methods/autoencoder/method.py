@@ -386,7 +386,7 @@ def autoencoder_role(config: ml_collections.ConfigDict, info: dict, workdir: str
         scale = float(stats["scale_factor"])
 
     def encode(w, images):
-        return reconstruct(ctx, w, images)[1] * scale
+        return encode_latents(ctx, w, preprocess(images))[0] * scale
 
     def decode(w, latents):
         z = latents / scale
@@ -397,7 +397,7 @@ def autoencoder_role(config: ml_collections.ConfigDict, info: dict, workdir: str
     discrete = {}
     if ctx.codebook_size:
         discrete = dict(
-            encode_indices=lambda w, images: reconstruct(ctx, w, images)[2],
+            encode_indices=lambda w, images: encode_latents(ctx, w, preprocess(images))[1],
             decode_indices=lambda w, idx: decode_latents(
                 ctx, w, indices_to_latents(ctx, w, idx))[0],
             codebook_size=ctx.codebook_size)
