@@ -18,7 +18,7 @@ from absl import logging
 
 from aigc_jax import components as components_lib
 from aigc_jax import data as data_lib
-from aigc_jax import methods, parallel
+from aigc_jax import methods, parallel, pretrained
 from aigc_jax.checkpoint import Checkpointer
 from aigc_jax.errors import UserError
 from aigc_jax.logging import MetricWriter, Progress
@@ -42,6 +42,7 @@ class Run:
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str, need_data: bool = True):
         parallel.maybe_initialize_distributed()
+        config = pretrained.resolve_config(config)  # init_from.hf: the checkpoint's shape
         self.config, self.workdir = config, workdir
         self.mesh = parallel.create_mesh(config)
         parallel.check_batch_size(int(config.train.batch_size), self.mesh)
@@ -75,6 +76,8 @@ class Run:
                 with open(path, "w") as f:
                     json.dump(info, f)
             return info
+        if not os.path.exists(path) and pretrained.hf_dir(self.config):
+            return pretrained.data_info(self.config)  # sampling an imported checkpoint
         if not os.path.exists(path):
             raise UserError(f"workdir {self.workdir!r} holds no trained run (no data_info.json); "
                             "train first or check --workdir.")
@@ -128,6 +131,10 @@ class Run:
             ema, _ = components_lib.warm_start(state.ema_params, self.config, self.mesh)
             state = state.replace(params=params, ema_params=ema)
             self.provenance["init_from"] = record
+        if pretrained.hf_dir(self.config):  # GPT-2 weights from a transformers directory
+            params, record = pretrained.init_params(self.config, state.params)
+            state = state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params))
+            self.provenance["init_from"] = record
         return state
 
     def restore_or_init(self) -> tuple[TrainState, bool]:
@@ -144,7 +151,7 @@ class Run:
     def restore_for_use(self) -> TrainState:
         """The newest checkpoint, or a clear error when the workdir has none (eval/sample)."""
         state, found = self.restore_or_init()
-        if not found:
+        if not found and not pretrained.hf_dir(self.config):
             raise UserError(f"no readable checkpoint in {self.ckpt.directory!r}; train first "
                             "or check --workdir.")
         return state
@@ -251,6 +258,7 @@ def write_config(config: ml_collections.ConfigDict, workdir: str,
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Train `config` in `workdir`, resuming from its newest checkpoint; returns the final state."""
     run = Run(config, workdir)
+    config = run.config  # with init_from.hf, the imported checkpoint's model shape
     tc = config.train
     num_steps, batch_size = int(tc.num_steps), int(tc.batch_size)
     policy = tc.get("nonfinite_policy", "stop")
@@ -329,6 +337,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
              num_samples: int | None = None) -> dict[str, Any]:
     """`--mode=eval`: full test-split metrics plus the method's extras, to `eval/<step>.json`."""
     run = Run(config, workdir)
+    config = run.config
     try:
         state = run.restore_for_use()
         step = int(jax.device_get(state.step))
