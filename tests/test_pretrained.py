@@ -306,6 +306,30 @@ def test_export_bias_free_run_writes_zero_biases():
                                   params["params"]["h_1"]["ln_2"]["scale"])
 
 
+@pytest.mark.parametrize("kind", ["char", "byte", "gpt2"])
+def test_exported_tokenizer_gives_our_ids(kind, tmp_path):
+    """The tokenizer.json written for transformers encodes and decodes as the run's own."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    text = "ROMEO: thou art\n\tthe queen — naïve 東京 🙂"
+    ours = {"char": lambda: tokenizers.CharTokenizer.from_text(text),
+            "byte": tokenizers.ByteTokenizer,
+            "gpt2": lambda: tokenizers.load_bpe(_tokenizer_dir(tmp_path))}[kind]()
+    files = pretrained.write_tokenizer(str(tmp_path), ours.to_info(), 64)
+    assert os.path.basename(files[-1]) == "tokenizer_config.json"
+    hf = HFTokenizer.from_file(os.path.join(tmp_path, "tokenizer.json"))
+    ids = hf.encode(text).ids
+    assert ids == ours.encode(text).tolist() and hf.decode(ids) == text
+    assert pretrained.write_tokenizer(str(tmp_path), {"kind": "sentencepiece"}, 64) == []
+
+
+def _tokenizer_dir(tmp_path) -> str:
+    d = tmp_path / "bpe"
+    d.mkdir()
+    write_tokenizer_files(str(d))
+    return str(d)
+
+
 def test_export_cli_error_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "aigc_jax.export", f"--workdir={tmp_path}/none",
                         f"--out={tmp_path}/out"], cwd=REPO, capture_output=True, text=True,

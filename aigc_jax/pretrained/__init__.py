@@ -21,7 +21,7 @@ from aigc_jax.pretrained import gpt2
 from aigc_jax.pretrained.hub import resolve_dir
 
 __all__ = ["data_info", "export_run", "gpt2", "hf_dir", "init_params", "load_gpt2",
-           "resolve_config", "resolve_dir", "write_tokenizer"]
+           "resolve_config", "resolve_dir", "transformers_tokenizer", "write_tokenizer"]
 
 
 def hf_dir(config: ml_collections.ConfigDict) -> str:
@@ -113,20 +113,63 @@ def init_params(config: ml_collections.ConfigDict, params: Any) -> tuple[Any, di
 # ----------------------------------------------------------------------------- export
 
 
-def write_tokenizer(out_dir: str, info: dict[str, Any], block_size: int) -> list[str]:
-    """transformers tokenizer files for the run's tokenizer (GPT-2's: tokenizer.json,
-    vocab.json, merges.txt, tokenizer_config.json); [] for kinds transformers cannot load."""
-    if info.get("kind") != "gpt2":
-        return []
+def _one_token_per_symbol(vocab: dict[str, int], byte_level: bool) -> Any:
+    """A `tokenizers` pipeline with one token per character (or per UTF-8 byte, spelt as
+    GPT-2's byte-level characters): our char and byte tokenizers in transformers' terms."""
+    from tokenizers import Regex, decoders, models, pre_tokenizers
     from tokenizers import Tokenizer as HFTokenizer
 
-    tok = HFTokenizer.from_str(info["tokenizer_json"])
+    tok = HFTokenizer(models.WordLevel(vocab, unk_token=None))
+    each = pre_tokenizers.Split(Regex("(?m)."), behavior="isolated")  # (?m): "." matches \n
+    if byte_level:
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False), each])
+        tok.decoder = decoders.ByteLevel()
+    else:
+        tok.pre_tokenizer = each
+        tok.decoder = decoders.Fuse()
+    return tok
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2's printable spelling of each byte 0..255 (the alphabet of tokenizers' ByteLevel)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+            *range(ord("®"), ord("ÿ") + 1)]
+    extra = iter(range(256, 512))
+    return [chr(b) if b in keep else chr(next(extra)) for b in range(256)]
+
+
+def transformers_tokenizer(info: dict[str, Any]) -> Any:
+    """The run's tokenizer (`data_info["tokenizer"]`) as a `tokenizers.Tokenizer` giving the
+    same ids, or None for SentencePiece (no byte-exact equivalent here)."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    kind = info.get("kind")
+    if kind == "gpt2":
+        return HFTokenizer.from_str(info["tokenizer_json"])
+    if kind == "char":
+        return _one_token_per_symbol({c: i for i, c in enumerate(info["chars"])}, False)
+    if kind == "byte":  # byte b is the id b
+        return _one_token_per_symbol({c: b for b, c in enumerate(_bytes_to_unicode())}, True)
+    return None
+
+
+def write_tokenizer(out_dir: str, info: dict[str, Any], block_size: int) -> list[str]:
+    """transformers tokenizer files for the run's tokenizer: tokenizer.json and
+    tokenizer_config.json (GPT-2's also vocab.json + merges.txt); [] for SentencePiece."""
+    tok = transformers_tokenizer(info)
+    if tok is None:
+        return []
     path = os.path.join(out_dir, "tokenizer.json")
     tok.save(path)
-    files = [path] + list(tok.model.save(out_dir))  # vocab.json, merges.txt
-    eos = "<|endoftext|>" if tok.token_to_id("<|endoftext|>") is not None else None
-    cfg = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": block_size,
-           "add_prefix_space": False, "bos_token": eos, "eos_token": eos, "unk_token": eos}
+    files = [path]
+    cfg: dict[str, Any] = {"model_max_length": block_size,
+                           "tokenizer_class": "PreTrainedTokenizerFast"}
+    if info.get("kind") == "gpt2":
+        files += list(tok.model.save(out_dir))  # vocab.json, merges.txt
+        eos = "<|endoftext|>" if tok.token_to_id("<|endoftext|>") is not None else None
+        cfg.update(tokenizer_class="GPT2Tokenizer", add_prefix_space=False, bos_token=eos,
+                   eos_token=eos, unk_token=eos)
     cfg_path = os.path.join(out_dir, "tokenizer_config.json")
     with open(cfg_path, "w") as f:
         json.dump(cfg, f, indent=2)
@@ -150,9 +193,7 @@ def export_run(config: ml_collections.ConfigDict, info: dict[str, Any], params: 
     tok_info = info.get("tokenizer", {})
     eos = None
     if tok_info.get("kind") == "gpt2":
-        from tokenizers import Tokenizer as HFTokenizer
-
-        eos = HFTokenizer.from_str(tok_info["tokenizer_json"]).token_to_id("<|endoftext|>")
+        eos = transformers_tokenizer(tok_info).token_to_id("<|endoftext|>")
     cfg = gpt2.hf_config(gcfg.n_layer, gcfg.n_head, gcfg.n_embd, gcfg.block_size, vocab_size,
                          gcfg.ln_epsilon, gcfg.gelu, gcfg.dropout, eos)
     import jax
@@ -162,8 +203,8 @@ def export_run(config: ml_collections.ConfigDict, info: dict[str, Any], params: 
     files = gpt2.write(out_dir, tensors, cfg)
     tok_files = write_tokenizer(out_dir, tok_info, gcfg.block_size)
     if not tok_files:
-        logging.warning("no tokenizer files written: a %r tokenizer has no transformers "
-                        "equivalent; tokenize with this run's data_info.json",
+        logging.warning("no tokenizer files written: a %r tokenizer has no byte-exact "
+                        "transformers equivalent here; tokenize with this run's data_info.json",
                         tok_info.get("kind"))
     if not gcfg.bias:
         logging.info("model.bias=False: GPT-2's biases written as zeros (the same function)")
