@@ -103,7 +103,12 @@ def jax_stage(work: str, data: str) -> dict:
     hf = os.path.join(work, "hf_random")
     ref = np.load(os.path.join(work, "torch_random.npz"))
     params, arch = pretrained.load_gpt2(hf, SHAPE["n_positions"], arch_vocab(hf))
-    out = {"machine": "2-core CPU (shared)", "shape": SHAPE, "vocab_size": arch["vocab_size"]}
+    import datetime
+
+    import jax
+
+    out = {"date": datetime.date.today().isoformat(), "machine": "2-core CPU (shared)",
+           "jax": jax.__version__, "shape": SHAPE, "vocab_size": arch["vocab_size"]}
     for gelu in ("tanh", "exact"):
         cfg = GPTConfig(vocab_size=arch["vocab_size"], block_size=SHAPE["n_positions"],
                         n_layer=SHAPE["n_layer"], n_head=SHAPE["n_head"], n_embd=SHAPE["n_embd"],
@@ -148,7 +153,9 @@ def torch_check(work: str, data: str) -> None:
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
     text = open(data, encoding="utf-8").read()[:2000]
-    result = {}
+    import transformers
+
+    result = {"versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
     for name in ("finetuned", "char"):
         export_dir = os.path.join(work, f"hf_export_{name}")
         ours = np.load(os.path.join(work, f"jax_{name}.npz"))
@@ -189,6 +196,7 @@ def main() -> None:
     with open(os.path.join(work, "torch_check.json")) as f:
         checks = json.load(f)
     result["import_tokenizer_ids_equal"] = checks.pop("import_tokenizer_ids_equal")
+    result.update(checks.pop("versions"))
     for name, check in checks.items():
         result[name].update(check)
     result["pass"] = bool(result["import_max_abs_logit_diff"] <= 1e-4
