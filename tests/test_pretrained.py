@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from aigc_jax import export, pretrained, train
+from aigc_jax import config_validation, export, pretrained, train
 from aigc_jax.data import tokenizers
 from aigc_jax.errors import UserError
 from aigc_jax.methods.lm.method import SAMPLE_SEPARATOR
@@ -194,6 +194,19 @@ def test_import_errors_are_one_line(tmp_path, case, expected):
     with pytest.raises(UserError) as e:
         pretrained.load_gpt2(d, 64 if case == "block_size" else 32, 300)
     assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_config_errors_are_one_line(hf_dir):
+    c = get_config("tiny")
+    c.init_from.hf, c.init_from.workdir = hf_dir, "runs/other"
+    with pytest.raises(UserError, match="init_from.hf and config.init_from.workdir are both"):
+        pretrained.resolve_config(c)
+    c.init_from.workdir, c.method = "", "vae"
+    with pytest.raises(UserError, match="for method 'lm'; this run's method is 'vae'"):
+        pretrained.resolve_config(c)
+    c = get_config("finetune_shakespeare")  # gpt2 tokenizer, but no files named
+    with pytest.raises(UserError, match="data.tokenizer='gpt2' needs data.tokenizer_path"):
+        config_validation.validate(c)
 
 
 def test_missing_directory_and_tokenizer_are_one_line(tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from aigc_jax.data import tokenizers
+from aigc_jax.data import text, tokenizers
 from aigc_jax.errors import UserError
 from aigc_jax.methods.base import Frozen, Method
 from aigc_jax.methods.lm.sampling import SamplerConfig, generate
@@ -56,6 +56,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.data.tokenizer not in tokenizers.KINDS:
         raise UserError(f"data.tokenizer={config.data.tokenizer!r} is unknown; expected one of "
                         f"{tokenizers.KINDS}.")
+    if config.data.tokenizer == "gpt2" and not text.tokenizer_path(config):
+        raise UserError("data.tokenizer='gpt2' needs data.tokenizer_path (a directory with "
+                        "tokenizer.json or vocab.json + merges.txt) or init_from.hf.")
     accum, batch = int(config.optimizer.grad_accum_steps), int(config.train.batch_size)
     if accum < 1 or batch % accum:
         raise UserError(f"train.batch_size={batch} must be a multiple of "
