@@ -1,9 +1,9 @@
 """GPT: a decoder-only transformer (Radford et al., 2018, 2019), laid out as nanoGPT.
 
 Pre-LayerNorm blocks of causal multi-head self-attention and a GELU MLP (exact, or GPT-2's
-tanh approximation), learned absolute
-positions (or RoPE, Su et al., 2021), the token embedding tied to the output projection, and
-GPT-2's initialisation: N(0, 0.02) everywhere, residual projections scaled by 1/sqrt(2 n_layer).
+tanh approximation: `gelu`), learned absolute positions (or RoPE, Su et al., 2021), the token
+embedding tied to the output projection, and GPT-2's initialisation: N(0, 0.02) everywhere,
+residual projections scaled by 1/sqrt(2 n_layer).
 Parameters are float32; `dtype` sets the compute precision (bfloat16 on accelerators).
 
 `GPT.__call__` scores whole sequences; `GPT.decode` appends tokens to a key/value cache so each
