@@ -18,7 +18,7 @@ from absl import logging
 
 from aigc_jax import components as components_lib
 from aigc_jax import data as data_lib
-from aigc_jax import methods, parallel
+from aigc_jax import methods, parallel, pretrained
 from aigc_jax.checkpoint import Checkpointer
 from aigc_jax.errors import UserError
 from aigc_jax.logging import MetricWriter, PassProgress, Progress
@@ -55,6 +55,7 @@ class Run:
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str, need_data: bool = True):
         parallel.maybe_initialize_distributed()
+        config = pretrained.resolve_config(config)  # init_from.hf: the checkpoint's shape
         self.config, self.workdir = config, workdir
         self.mesh = parallel.create_mesh(config)
         parallel.check_batch_size(int(config.train.batch_size), self.mesh)
@@ -89,6 +90,8 @@ class Run:
                 with open(path, "w") as f:
                     json.dump(info, f)
             return info
+        if not os.path.exists(path) and pretrained.hf_dir(self.config):
+            return pretrained.data_info(self.config)  # sampling an imported checkpoint
         if not os.path.exists(path):
             raise UserError(f"workdir {self.workdir!r} holds no trained run (no data_info.json); "
                             "train first or check --workdir.")
@@ -142,6 +145,10 @@ class Run:
             ema, _ = components_lib.warm_start(state.ema_params, self.config, self.mesh)
             state = state.replace(params=params, ema_params=ema)
             self.provenance["init_from"] = record
+        if pretrained.hf_dir(self.config):  # GPT-2 weights from a transformers directory
+            params, record = pretrained.init_params(self.config, state.params)
+            state = state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params))
+            self.provenance["init_from"] = record
         return state
 
     def restore_or_init(self) -> tuple[TrainState, bool]:
@@ -158,7 +165,7 @@ class Run:
     def restore_for_use(self) -> TrainState:
         """The newest checkpoint, or a clear error when the workdir has none (eval/sample)."""
         state, found = self.restore_or_init()
-        if not found:
+        if not found and not pretrained.hf_dir(self.config):
             raise UserError(f"no readable checkpoint in {self.ckpt.directory!r}; train first "
                             "or check --workdir.")
         return state
@@ -307,6 +314,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     raise `Preempted` (`main` exits with PREEMPTED_EXIT_CODE); a second Ctrl-C stops at once.
     """
     run = Run(config, workdir)
+    config = run.config  # with init_from.hf, the imported checkpoint's model shape
     tc = config.train
     num_steps, batch_size = int(tc.num_steps), int(tc.batch_size)
     policy = tc.get("nonfinite_policy", "stop")
@@ -401,6 +409,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
     """`--mode=eval`: full test-split metrics plus the method's extras, to `eval/<step>.json`."""
     _require_workdir(workdir, "eval")
     run = Run(config, workdir)
+    config = run.config
     try:
         state = run.restore_for_use()
         step = int(jax.device_get(state.step))

@@ -1,17 +1,21 @@
-"""GPT configs (method "lm"). Variants: shakespeare_char_cpu, shakespeare_char, gpt2_small, tiny.
+"""GPT configs (method "lm"). Variants: shakespeare_char_cpu, shakespeare_char, gpt2_small,
+finetune_shakespeare, tiny.
 
     python -m aigc_jax.main --config=configs/lm.py:shakespeare_char_cpu --workdir=runs/gpt \
         --config.data.path=input.txt          # or --config.data.name=tiny_shakespeare (tfds)
 
 The Shakespeare variants are nanoGPT's `config/train_shakespeare_char.py` (its README's CPU
-recipe for `_cpu`); `gpt2_small` is GPT-2's 124M shape.
+recipe for `_cpu`); `gpt2_small` is GPT-2's 124M shape. `finetune_shakespeare` is nanoGPT's
+`config/finetune_shakespeare.py`: released GPT-2 weights (`--config.init_from.hf=DIR`, a
+transformers directory) fine-tuned on tiny Shakespeare with GPT-2's tokenizer.
 """
 
 import ml_collections
 
 from aigc_jax.config_base import base_config
 
-VARIANTS = ("shakespeare_char_cpu", "shakespeare_char", "gpt2_small", "tiny")
+VARIANTS = ("shakespeare_char_cpu", "shakespeare_char", "gpt2_small", "finetune_shakespeare",
+            "tiny")
 
 
 def get_config(variant: str = "shakespeare_char_cpu") -> ml_collections.ConfigDict:
@@ -25,7 +29,8 @@ def get_config(variant: str = "shakespeare_char_cpu") -> ml_collections.ConfigDi
 
     c.data.name = "text"  # text (a local file at data.path) | tiny_shakespeare | lm1b
     c.data.val_fraction = 0.1  # text files: the last 10% is the validation split (nanoGPT)
-    c.data.tokenizer = "char"  # char | byte | sentencepiece
+    c.data.tokenizer = "char"  # char | byte | sentencepiece | gpt2
+    c.data.tokenizer_path = ""  # gpt2: tokenizer.json or vocab.json + merges.txt ("": init_from.hf)
     c.data.spm_vocab_size = 32000
     c.data.spm_cache_dir = ""  # "": spm_cache/ beside data.path, else ~/.cache/aigc_jax/spm
     c.data.spm_max_corpus_chars = 10_000_000  # SentencePiece trains on this prefix (lm1b example)
@@ -37,6 +42,8 @@ def get_config(variant: str = "shakespeare_char_cpu") -> ml_collections.ConfigDi
     c.model.block_size = 64
     c.model.dropout = 0.0
     c.model.bias = False
+    c.model.ln_epsilon = 1e-5  # LayerNorm epsilon
+    c.model.gelu = "exact"  # exact | tanh (GPT-2's approximation, set by init_from.hf)
     c.model.position = "learned"  # learned | rope
     c.model.rope_base = 10000.0
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
@@ -115,6 +122,28 @@ def get_config(variant: str = "shakespeare_char_cpu") -> ml_collections.ConfigDi
         c.eval.batch_size = 96
         c.eval.num_batches = 25
         c.sampler.max_new_tokens = 256
+    elif variant == "finetune_shakespeare":
+        # nanoGPT's config/finetune_shakespeare.py: GPT-2 (there gpt2-xl) on tiny Shakespeare
+        # tokenized with GPT-2's BPE, 20 iterations of 32 x 1024 tokens at a constant 3e-5,
+        # evaluating every 5. The model's shape comes from init_from.hf's config.json.
+        c.data.tokenizer = "gpt2"
+        c.model.block_size = 1024
+        c.model.bias = True
+        c.model.gelu = "tanh"
+        c.optimizer.learning_rate = 3e-5
+        c.optimizer.schedule = "constant"
+        c.optimizer.warmup_steps = 0
+        c.optimizer.b2 = 0.95  # nanoGPT train.py's default
+        c.optimizer.grad_accum_steps = 32  # nanoGPT: batch 1 x 32 accumulation steps
+        c.train.batch_size = 32
+        c.train.num_steps = 20
+        c.train.log_every = 1
+        c.train.eval_every = 5
+        c.train.checkpoint_every = 20
+        c.train.sample_every = 20
+        c.eval.batch_size = 8
+        c.eval.num_batches = 5  # eval_iters 40 windows
+        c.sampler.max_new_tokens = 200
     elif variant == "tiny":
         # Seconds on a CPU: tests and demos.
         c.model.n_layer, c.model.n_head, c.model.n_embd = 2, 2, 32

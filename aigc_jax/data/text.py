@@ -138,8 +138,8 @@ def load_texts(cfg: ml_collections.ConfigDict, split: str) -> tuple[str, str]:
 
 @functools.lru_cache(maxsize=2)
 def _tokenizer(cfg_key: tuple, train_text: str) -> tokenizers.Tokenizer:
-    kind, vocab_size, cache_dir, max_chars = cfg_key
-    return tokenizers.build(kind, train_text, vocab_size, cache_dir, max_chars)
+    kind, vocab_size, cache_dir, max_chars, path = cfg_key
+    return tokenizers.build(kind, train_text, vocab_size, cache_dir, max_chars, path)
 
 
 def spm_cache_dir(cfg: ml_collections.ConfigDict) -> str:
@@ -151,12 +151,18 @@ def spm_cache_dir(cfg: ml_collections.ConfigDict) -> str:
     return tokenizers.default_cache_dir()
 
 
+def tokenizer_path(config: ml_collections.ConfigDict) -> str:
+    """Where a "gpt2" tokenizer's files are: `data.tokenizer_path`, else `init_from.hf`."""
+    path = str(config.data.get("tokenizer_path", ""))
+    return path or str(config.get("init_from", {}).get("hf", ""))
+
+
 def create_text_dataset(config: ml_collections.ConfigDict, split: str) -> TextDataset:
     """The "train" or "test" (validation) split of the text source named by `config.data`."""
     cfg = config.data
     train_text, text = load_texts(cfg, split)
     key = (str(cfg.tokenizer), int(cfg.get("spm_vocab_size", 0)), spm_cache_dir(cfg),
-           int(cfg.get("spm_max_corpus_chars", 10_000_000)))
+           int(cfg.get("spm_max_corpus_chars", 10_000_000)), tokenizer_path(config))
     tok = _tokenizer(key, train_text)
     if isinstance(tok, tokenizers.CharTokenizer) and split != "train":
         unknown = tok.unknown_chars(text)

@@ -1,10 +1,12 @@
-"""Tokenizers for the text sources: character-level, byte-level and SentencePiece.
+"""Tokenizers for the text sources: character-level, byte-level, SentencePiece and GPT-2's BPE.
 
 Each tokenizer is rebuilt from a JSON-serialisable dict (`to_info()` / `from_info()`), which the
 text dataset puts in its `info()`; the loop saves that as `workdir/data_info.json`, so sampling
 never needs the data again. SentencePiece models are trained on the training text (as the Flax
 lm1b example does), cached on disk by a hash of that text and the options, and carried in the
-info dict as the base64 of the `.model` file (never pickle).
+info dict as the base64 of the `.model` file (never pickle). GPT-2's byte-level BPE (Radford
+et al., 2019) is read from a `transformers` directory (`tokenizer.json`, or `vocab.json` +
+`merges.txt`) by the `tokenizers` library and carried as its `tokenizer.json` text.
 """
 
 import base64
@@ -18,7 +20,7 @@ from absl import logging
 
 from aigc_jax.errors import UserError
 
-KINDS = ("char", "byte", "sentencepiece")
+KINDS = ("char", "byte", "sentencepiece", "gpt2")
 
 
 class Tokenizer(Protocol):
@@ -137,6 +139,72 @@ class SentencePieceTokenizer:
                 "model_b64": base64.b64encode(self.model_proto).decode("ascii")}
 
 
+class BPETokenizer:
+    """A `tokenizers` tokenizer (GPT-2's byte-level BPE), held as its `tokenizer.json` text."""
+
+    def __init__(self, spec: str, path: str = ""):
+        from tokenizers import Tokenizer as HFTokenizer
+
+        self.spec, self.path = spec, path
+        self.tok = HFTokenizer.from_str(spec)
+        self.vocab_size = int(self.tok.get_vocab_size(with_added_tokens=True))
+
+    def encode(self, text: str) -> np.ndarray:
+        """Token ids of `text` (special tokens such as <|endoftext|> are recognised in it)."""
+        return np.asarray(self.tok.encode(text, add_special_tokens=False).ids, np.int32)
+
+    def decode(self, ids) -> str:
+        """The text of `ids` (ids past the vocabulary are dropped)."""
+        ids = [i for i in np.asarray(ids).reshape(-1).tolist() if 0 <= i < self.vocab_size]
+        return self.tok.decode(ids, skip_special_tokens=False)
+
+    def unknown_chars(self, text: str) -> list[str]:
+        """Characters that do not survive encode + decode (none for byte-level BPE)."""
+        return sorted(c for c in set(text) if self.decode(self.encode(c)) != c)
+
+    def to_info(self) -> dict:
+        """The whole `tokenizer.json` and the directory it came from."""
+        return {"kind": "gpt2", "vocab_size": self.vocab_size, "path": self.path,
+                "tokenizer_json": self.spec}
+
+
+def load_bpe(path: str) -> BPETokenizer:
+    """GPT-2's tokenizer from a directory (or a hub name, where `huggingface_hub` can fetch it)
+    holding `tokenizer.json`, or `vocab.json` + `merges.txt` (byte-level BPE as GPT-2's)."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, processors
+
+    from aigc_jax.pretrained.hub import resolve_dir
+
+    directory = resolve_dir(path, "data.tokenizer_path")
+    spec_file = os.path.join(directory, "tokenizer.json")
+    if os.path.exists(spec_file):
+        try:
+            with open(spec_file, encoding="utf-8") as f:
+                spec = f.read()
+            return BPETokenizer(HFTokenizer.from_str(spec).to_str(), directory)
+        except Exception as e:  # tokenizers raises its own exception types
+            raise UserError(f"{spec_file} is not a tokenizers file: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    vocab, merges = (os.path.join(directory, n) for n in ("vocab.json", "merges.txt"))
+    for name in (vocab, merges):
+        if not os.path.exists(name):
+            raise UserError(f"{directory!r} has no tokenizer: neither tokenizer.json nor "
+                            f"{os.path.basename(name)} (vocab.json + merges.txt) is there.")
+    try:
+        bpe = models.BPE.from_file(vocab, merges)
+    except Exception as e:
+        raise UserError(f"{vocab} + {merges} are not a BPE vocabulary: "
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    tok = HFTokenizer(bpe)  # the pipeline of transformers' GPT2TokenizerFast
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    if "<|endoftext|>" in tok.get_vocab():
+        tok.add_special_tokens(["<|endoftext|>"])
+    return BPETokenizer(tok.to_str(), directory)
+
+
 def default_cache_dir() -> str:
     """`$AIGC_JAX_CACHE/spm` or `~/.cache/aigc_jax/spm`."""
     root = os.environ.get("AIGC_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
@@ -188,8 +256,9 @@ def train_sentencepiece(text: str, vocab_size: int, cache_dir: str = "",
 
 
 def build(kind: str, train_text: str, vocab_size: int = 0, cache_dir: str = "",
-          max_corpus_chars: int = 10_000_000) -> Tokenizer:
-    """The tokenizer `kind` for a corpus whose training part is `train_text`."""
+          max_corpus_chars: int = 10_000_000, path: str = "") -> Tokenizer:
+    """The tokenizer `kind` for a corpus whose training part is `train_text` (`path`: the
+    directory of a "gpt2" tokenizer)."""
     if kind == "char":
         return CharTokenizer.from_text(train_text)
     if kind == "byte":
@@ -198,6 +267,11 @@ def build(kind: str, train_text: str, vocab_size: int = 0, cache_dir: str = "",
         if vocab_size <= 0:
             raise UserError(f"data.spm_vocab_size={vocab_size} must be positive.")
         return train_sentencepiece(train_text, vocab_size, cache_dir, max_corpus_chars)
+    if kind == "gpt2":
+        if not path:
+            raise UserError("data.tokenizer='gpt2' needs data.tokenizer_path (a directory with "
+                            "tokenizer.json or vocab.json + merges.txt) or init_from.hf.")
+        return load_bpe(path)
     raise UserError(f"data.tokenizer={kind!r} is unknown; expected one of {KINDS}.")
 
 
@@ -210,5 +284,7 @@ def from_info(info: dict) -> Tokenizer:
         return ByteTokenizer()
     if kind == "sentencepiece":
         return SentencePieceTokenizer(base64.b64decode(info["model_b64"]), info.get("path", ""))
+    if kind == "gpt2":
+        return BPETokenizer(info["tokenizer_json"], info.get("path", ""))
     raise UserError(f"tokenizer kind {kind!r} in the data info is unknown; expected one of "
                     f"{KINDS}.")

@@ -1,8 +1,9 @@
 """GPT: a decoder-only transformer (Radford et al., 2018, 2019), laid out as nanoGPT.
 
-Pre-LayerNorm blocks of causal multi-head self-attention and a GELU MLP, learned absolute
-positions (or RoPE, Su et al., 2021), the token embedding tied to the output projection, and
-GPT-2's initialisation: N(0, 0.02) everywhere, residual projections scaled by 1/sqrt(2 n_layer).
+Pre-LayerNorm blocks of causal multi-head self-attention and a GELU MLP (exact, or GPT-2's
+tanh approximation: `gelu`), learned absolute positions (or RoPE, Su et al., 2021), the token
+embedding tied to the output projection, and GPT-2's initialisation: N(0, 0.02) everywhere,
+residual projections scaled by 1/sqrt(2 n_layer).
 Parameters are float32; `dtype` sets the compute precision (bfloat16 on accelerators).
 
 `GPT.__call__` scores whole sequences; `GPT.decode` appends tokens to a key/value cache so each
@@ -19,11 +20,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from aigc_jax.models.layers import (
+    GELUS,
     Cache,
     Dense,
     MultiHeadAttention,
     count_params,
-    gelu,
     init_kv_cache,
     normal_init,
     resolve_dtype,
@@ -43,6 +44,8 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = False
+    ln_epsilon: float = 1e-5  # LayerNorm's epsilon (GPT-2: config.json's layer_norm_epsilon)
+    gelu: str = "exact"  # exact | tanh (GPT-2's released weights use tanh)
     position: str = "learned"  # learned | rope
     rope_base: float = 10000.0
     dtype: Any = jnp.float32
@@ -65,7 +68,7 @@ class MLP(nn.Module):
         cfg = self.cfg
         h = Dense(4 * cfg.n_embd, use_bias=cfg.bias, kernel_init=normal_init(),
                   dtype=cfg.dtype, name="c_fc")(x)
-        h = gelu(h)
+        h = GELUS[cfg.gelu](h)
         h = Dense(cfg.n_embd, use_bias=cfg.bias, dtype=cfg.dtype, name="c_proj",
                   kernel_init=normal_init(0.02 / math.sqrt(2 * cfg.n_layer)))(h)
         return nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
@@ -78,7 +81,7 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, deterministic, kv=None, index=None):
-        ln = dict(epsilon=1e-5, use_bias=self.cfg.bias, dtype=self.cfg.dtype)
+        ln = dict(epsilon=self.cfg.ln_epsilon, use_bias=self.cfg.bias, dtype=self.cfg.dtype)
         cfg = self.cfg
         y, kv = MultiHeadAttention(
             cfg.n_head, use_bias=cfg.bias, causal=cfg.causal, dropout=cfg.dropout,
@@ -106,7 +109,7 @@ class GPT(nn.Module):
                                 dtype=cfg.dtype)
         self.drop = nn.Dropout(cfg.dropout)
         self.h = [Block(cfg, name=f"h_{i}") for i in range(cfg.n_layer)]
-        self.ln_f = nn.LayerNorm(epsilon=1e-5, use_bias=cfg.bias, dtype=cfg.dtype)
+        self.ln_f = nn.LayerNorm(epsilon=cfg.ln_epsilon, use_bias=cfg.bias, dtype=cfg.dtype)
 
     def _forward(self, tokens, start, deterministic, cache):
         positions = start + jnp.arange(tokens.shape[1])  # [S]
@@ -151,6 +154,8 @@ def config_from(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> GPTCon
         vocab_size=padded, block_size=int(model_cfg.block_size), n_layer=int(model_cfg.n_layer),
         n_head=int(model_cfg.n_head), n_embd=int(model_cfg.n_embd),
         dropout=float(model_cfg.dropout), bias=bool(model_cfg.bias),
+        ln_epsilon=float(model_cfg.get("ln_epsilon", 1e-5)),
+        gelu=str(model_cfg.get("gelu", "exact")),
         position=str(model_cfg.position), rope_base=float(model_cfg.rope_base),
         dtype=resolve_dtype(str(model_cfg.dtype)),
         attention_impl=str(model_cfg.attention_impl) or None)

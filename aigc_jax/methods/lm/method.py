@@ -13,12 +13,12 @@ import numpy as np
 import optax
 from absl import logging
 
-from aigc_jax.data import tokenizers
+from aigc_jax.data import text, tokenizers
 from aigc_jax.errors import UserError
 from aigc_jax.methods.base import Frozen, Method
 from aigc_jax.methods.lm.sampling import SamplerConfig, generate
 from aigc_jax.models.gpt import GPT, POSITIONS, config_from, flops_per_token, non_embedding_params
-from aigc_jax.models.layers import count_params
+from aigc_jax.models.layers import GELUS, count_params
 from aigc_jax.optim import create_optimizer, create_schedule
 from aigc_jax.parallel import peak_flops
 from aigc_jax.state import TrainState, apply_gradients, create_state, global_norm, step_rng
@@ -41,6 +41,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"model.position={m.position!r} is unknown; expected one of {POSITIONS}.")
     if m.position == "rope" and (m.n_embd // m.n_head) % 2:
         raise UserError(f"RoPE needs an even head size; n_embd / n_head = {m.n_embd // m.n_head}.")
+    if m.get("gelu", "exact") not in GELUS:
+        raise UserError(f"model.gelu={m.gelu!r} is unknown; expected one of {sorted(GELUS)}.")
+    if not float(m.get("ln_epsilon", 1e-5)) > 0:
+        raise UserError(f"model.ln_epsilon={m.ln_epsilon} must be positive.")
     if m.dtype not in ("float32", "bfloat16", "float16"):
         raise UserError(f"model.dtype={m.dtype!r} must be float32, bfloat16 or float16.")
     if m.attention_impl not in ATTENTION_IMPLS:
@@ -52,6 +56,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.data.tokenizer not in tokenizers.KINDS:
         raise UserError(f"data.tokenizer={config.data.tokenizer!r} is unknown; expected one of "
                         f"{tokenizers.KINDS}.")
+    if config.data.tokenizer == "gpt2" and not text.tokenizer_path(config):
+        raise UserError("data.tokenizer='gpt2' needs data.tokenizer_path (a directory with "
+                        "tokenizer.json or vocab.json + merges.txt) or init_from.hf.")
     accum, batch = int(config.optimizer.grad_accum_steps), int(config.train.batch_size)
     if accum < 1 or batch % accum:
         raise UserError(f"train.batch_size={batch} must be a multiple of "

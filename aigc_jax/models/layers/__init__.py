@@ -12,9 +12,11 @@ from aigc_jax.models.layers.attention import (
 )
 from aigc_jax.models.layers.core import (
     DTYPES,
+    GELUS,
     Dense,
     count_params,
     gelu,
+    gelu_tanh,
     normal_init,
     resolve_dtype,
     zero_init,
@@ -33,9 +35,9 @@ from aigc_jax.models.layers.resample import (
 from aigc_jax.models.layers.resblocks import AttnBlock, ResBlock
 
 __all__ = [
-    "CONV_IMPLS", "DTYPES", "AttnBlock", "Cache", "Dense", "Down2", "Downsample", "GroupNorm32",
-    "MultiHeadAttention", "ResBlock", "Up2", "Upsample", "avg_pool2", "batch_norm",
-    "bn_scale_init", "count_params", "dot_product_attention", "gelu", "init_kv_cache",
-    "maybe_sn", "normal_init", "resolve_dtype", "rope", "timestep_embedding",
+    "CONV_IMPLS", "DTYPES", "GELUS", "AttnBlock", "Cache", "Dense", "Down2", "Downsample",
+    "GroupNorm32", "MultiHeadAttention", "ResBlock", "Up2", "Upsample", "avg_pool2",
+    "batch_norm", "bn_scale_init", "count_params", "dot_product_attention", "gelu", "gelu_tanh",
+    "init_kv_cache", "maybe_sn", "normal_init", "resolve_dtype", "rope", "timestep_embedding",
     "upsample_nearest", "zero_init",
 ]

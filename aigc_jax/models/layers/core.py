@@ -1,4 +1,4 @@
-"""The smallest shared pieces: the dtype table, initialisers, matrix-shaped Dense, exact GELU."""
+"""The smallest shared pieces: the dtype table, initialisers, matrix-shaped Dense, GELUs."""
 
 import math
 from typing import Any
@@ -68,3 +68,13 @@ def _gelu_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
 
 
 gelu.defvjp(_gelu_fwd, _gelu_bwd)
+
+
+def gelu_tanh(x: jax.Array) -> jax.Array:
+    """GPT-2's tanh approximation of GELU, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))):
+    transformers' "gelu_new", torch's GELU(approximate="tanh")."""
+    return jax.nn.gelu(x, approximate=True)
+
+
+# `model.gelu` names one of these (exact: torch.nn.GELU(); tanh: GPT-2's released weights).
+GELUS = {"exact": gelu, "tanh": gelu_tanh}
