@@ -95,4 +95,4 @@ def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransfor
 
 def global_norm(tree: PyTree) -> jax.Array:
     """The L2 norm of a whole pytree (used for gradient-norm metrics)."""
-    return optax.global_norm(tree)
+    return optax.tree.norm(tree)

@@ -284,7 +284,7 @@ def create(config: ml_collections.ConfigDict, info: dict,
 
         (total, (d_stats, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_params)
         d_params, d_opt = optimizer_update(d_params, d_opt, grads, d_tx)
-        aux = {**aux, "d_total": total, "d_grad_norm": optax.global_norm(grads)}
+        aux = {**aux, "d_total": total, "d_grad_norm": optax.tree.norm(grads)}
         return (d_params, d_opt, d_stats), aux
 
     def train_step(state: TrainState, batch: dict, frozen: Frozen = None):
@@ -320,7 +320,7 @@ def create(config: ml_collections.ConfigDict, info: dict,
 
         alarm, fired, pinned = divergence_alarm(ms["alarm"], d_aux["d_loss"], state.step,
                                                 patience, tol, fraction)
-        g_grad_norm = optax.global_norm(g_grads)
+        g_grad_norm = optax.tree.norm(g_grads)
         finite_g = jnp.isfinite(g_loss)
         metrics = {
             # `loss` is D's objective (with penalties); NaN if G's loss is, or the alarm fired.
