@@ -48,9 +48,14 @@ class MetricWriter:
         if self.enabled:
             os.makedirs(workdir, exist_ok=True)
             if tensorboard:
-                from tensorboardX import SummaryWriter
-
-                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+                try:
+                    from tensorboardX import SummaryWriter
+                except ImportError:  # e.g. an accelerator image with no network: JSONL still
+                    logging.warning("tensorboardX is not installed: metrics go to %s only "
+                                    "(pip install tensorboardX, or train.tensorboard=False)",
+                                    self.path)
+                else:
+                    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, split: str, metrics: dict[str, Any]) -> dict[str, Any]:
         """Write one row {step, split, **metrics}; returns the row as plain Python values."""
