@@ -38,6 +38,7 @@ from benchmarks.common import (  # noqa: E402
     peak_memory_mb,
     timed,
     today,
+    token_batches,
 )
 from configs import lm as gpt  # noqa: E402
 
@@ -52,6 +53,11 @@ def char_info(vocab_size: int) -> dict:
     chars = "".join(chr(32 + i) for i in range(vocab_size))
     return {"kind": "text", "vocab_size": vocab_size,
             "tokenizer": {"kind": "char", "chars": chars, "vocab_size": vocab_size}}
+
+
+def default_vocab(config) -> int:
+    """Tiny Shakespeare's 65 characters for a char tokenizer, else GPT-2's 50257."""
+    return 65 if config.data.tokenizer == "char" else 50257
 
 
 def main() -> None:
@@ -75,15 +81,13 @@ def main() -> None:
     apply_overrides(config, args.set)
     if args.peak_tflops:
         config.peak_flops = args.peak_tflops * 1e12
-    vocab = args.vocab_size or (65 if config.data.tokenizer == "char" else 50257)
+    vocab = args.vocab_size or default_vocab(config)
     b, t = int(config.train.batch_size), int(config.model.block_size)
     method = lm.create(config, char_info(vocab))
     gcfg = config_from(config.model, vocab)
     load_before = load_average()
 
-    rng = np.random.default_rng(0)
-    batches = [{"tokens": rng.integers(0, vocab, (b, t + 1)).astype(np.int32)}
-               for _ in range(8)]
+    batches = token_batches(b, t, vocab, 8)
     state = jax.jit(method.init_state)(jax.random.PRNGKey(0), batches[0])
     n_params = non_embedding_params(state.params)
     compiled, compile_s = compile_train_step(method, state, batches[0])

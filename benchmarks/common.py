@@ -39,12 +39,42 @@ def random_image_batches(shape: tuple[int, ...], batch_size: int, num: int) -> l
              "label": rng.integers(0, 10, batch_size).astype(np.int32)} for _ in range(num)]
 
 
+def token_batches(batch_size: int, block_size: int, vocab_size: int, num: int) -> list[dict]:
+    """`num` batches of random token windows int32 [B, block_size + 1] in [0, vocab), seed 0."""
+    rng = np.random.default_rng(0)
+    return [{"tokens": rng.integers(0, vocab_size, (batch_size, block_size + 1)).astype(np.int32)}
+            for _ in range(num)]
+
+
 def compile_train_step(method: Any, state: Any, batch: dict) -> tuple[Any, float]:
     """(compiled step, seconds) of the loop's `jax.jit(method.train_step, donate_argnums=0)`,
     lowered and compiled ahead of time so the compile is timed apart from running."""
     t0 = time.perf_counter()
     compiled = jax.jit(method.train_step, donate_argnums=0).lower(state, batch).compile()
     return compiled, time.perf_counter() - t0
+
+
+def train_step_flops(method: Any, state: Any, batch: dict) -> float:
+    """FLOPs of one train step from XLA's cost analysis of the lowered (unoptimised) program:
+    every dot and convolution, forward and backward, plus elementwise work."""
+    cost = jax.jit(method.train_step).lower(state, batch).cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older jax: one dict per program
+        cost = cost[0]
+    return float(cost.get("flops", 0.0))
+
+
+def steady_step_seconds(step, state: Any, batches: list, min_seconds: float = 2.0,
+                        min_steps: int = 5, max_steps: int = 2000) -> tuple[Any, float, int]:
+    """(state, seconds per step, steps timed) of a compiled train step in steady state: one
+    blocked step sizes the run, then enough steps to fill `min_seconds` go back to back,
+    dispatched asynchronously as the training loop does, and are timed as a whole."""
+    (state, _), first = timed(step, state, batches[0])
+    n = int(min(max_steps, max(min_steps, min_seconds / max(first, 1e-6))))
+    t0 = time.perf_counter()
+    for i in range(n):
+        state, metrics = step(state, batches[i % len(batches)])
+    jax.block_until_ready((state, metrics))
+    return state, (time.perf_counter() - t0) / n, n
 
 
 def apply_overrides(config, items: list[str]) -> None:
