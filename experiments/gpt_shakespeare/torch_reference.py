@@ -34,44 +34,55 @@ N_LAYER, N_HEAD, N_EMBD, BLOCK = 4, 4, 128, 64
 
 
 class Block(nn.Module):
-    """x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+    """x + attn(ln_1(x)), then x + mlp(ln_2(x)); dropout as nanoGPT's (attention, residuals)."""
 
-    def __init__(self):
+    def __init__(self, n_embd: int = N_EMBD, n_head: int = N_HEAD, n_layer: int = N_LAYER,
+                 bias: bool = False, dropout: float = 0.0):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(N_EMBD, eps=1e-5, bias=False)
-        self.c_attn = nn.Linear(N_EMBD, 3 * N_EMBD, bias=False)
-        self.attn_proj = nn.Linear(N_EMBD, N_EMBD, bias=False)
-        self.ln_2 = nn.LayerNorm(N_EMBD, eps=1e-5, bias=False)
-        self.c_fc = nn.Linear(N_EMBD, 4 * N_EMBD, bias=False)
-        self.mlp_proj = nn.Linear(4 * N_EMBD, N_EMBD, bias=False)
+        self.n_embd, self.n_head, self.dropout = n_embd, n_head, dropout
+        self.ln_1 = nn.LayerNorm(n_embd, eps=1e-5, bias=bias)
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.attn_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.ln_2 = nn.LayerNorm(n_embd, eps=1e-5, bias=bias)
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
+        self.mlp_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
+        self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        heads = [z.view(b, t, N_HEAD, -1).transpose(1, 2)
-                 for z in self.c_attn(self.ln_1(x)).split(N_EMBD, dim=-1)]
-        y = F.scaled_dot_product_attention(*heads, is_causal=True)
-        x = x + self.attn_proj(y.transpose(1, 2).reshape(b, t, N_EMBD))
-        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
+        b, t, d = x.shape
+        heads = [z.view(b, t, self.n_head, -1).transpose(1, 2)
+                 for z in self.c_attn(self.ln_1(x)).split(d, dim=-1)]
+        y = F.scaled_dot_product_attention(*heads, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.attn_proj(y.transpose(1, 2).reshape(b, t, d)))
+        return x + self.drop(self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)))))
 
 
 class GPT(nn.Module):
-    """tokens [B, T] -> logits [B, T, V]."""
+    """tokens [B, T] -> logits [B, T, V]; the shape defaults to the CPU recipe's."""
 
-    def __init__(self, vocab_size: int):
+    def __init__(self, vocab_size: int, n_layer: int = N_LAYER, n_head: int = N_HEAD,
+                 n_embd: int = N_EMBD, block_size: int = BLOCK, bias: bool = False,
+                 dropout: float = 0.0):
         super().__init__()
-        self.wte = nn.Embedding(vocab_size, N_EMBD)
-        self.wpe = nn.Embedding(BLOCK, N_EMBD)
-        self.blocks = nn.ModuleList(Block() for _ in range(N_LAYER))
-        self.ln_f = nn.LayerNorm(N_EMBD, eps=1e-5, bias=False)
-        self.head = nn.Linear(N_EMBD, vocab_size, bias=False)
+        self.wte = nn.Embedding(vocab_size, n_embd)
+        self.wpe = nn.Embedding(block_size, n_embd)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, n_layer, bias, dropout)
+                                    for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(n_embd, eps=1e-5, bias=bias)
+        self.head = nn.Linear(n_embd, vocab_size, bias=False)
         self.head.weight = self.wte.weight  # tied
         for name, p in self.named_parameters():
             if p.dim() >= 2:
-                std = 0.02 / math.sqrt(2 * N_LAYER) if name.endswith("proj.weight") else 0.02
+                std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("proj.weight") else 0.02
                 nn.init.normal_(p, 0.0, std)
+            elif name.endswith(".bias"):
+                nn.init.zeros_(p)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
+        x = self.drop(x)
         for block in self.blocks:
             x = block(x)
         return self.head(self.ln_f(x))
