@@ -48,7 +48,7 @@ def get_config(variant: str = "shakespeare_char_cpu") -> ml_collections.ConfigDi
     c.model.rope_base = 10000.0
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
     c.model.vocab_multiple = 1  # pad the embedding to a multiple (64: GPT-2's 50257 -> 50304)
-    c.model.attention_impl = ""  # "": jax picks (cuDNN on GPUs when it applies) | xla | cudnn
+    c.model.attention_impl = ""  # "": jax's default (XLA, GPUs too) | xla | cudnn (GPU)
 
     c.optimizer.name = "adamw"
     c.optimizer.learning_rate = 1e-3

@@ -49,7 +49,7 @@ class GPTConfig:
     position: str = "learned"  # learned | rope
     rope_base: float = 10000.0
     dtype: Any = jnp.float32
-    attention_impl: str | None = None  # None: cuDNN on GPUs when it applies, else XLA
+    attention_impl: str | None = None  # None: jax's default (XLA in jax 0.10-0.12)
     causal: bool = True  # False: the same blocks as a bidirectional encoder (CLIP's ViT)
 
     @property
