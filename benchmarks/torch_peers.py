@@ -16,7 +16,8 @@ BENCHMARKS.md). Without diffusers the DDPM rows say so and the GPT rows still ru
 - DDPM rows: diffusers' `UNet2DModel` with the config of Ho et al.'s CIFAR-10 model as
   `google/ddpm-cifar10-32` ships it (built from `config.model`: 35.7M parameters), the eps
   loss at uniform timesteps of the linear schedule, Adam 2e-4, clipping 1.0, EMA 0.9999.
-- fp32 rows allow TF32 matmuls and convolutions, as XLA does for float32 on the GPU.
+- fp32 rows allow TF32 matmuls and convolutions, XLA's default for float32 on Ampere and
+  later GPUs.
 Compile is the first step's time (torch compiles lazily); the step is the mean of steps filling
 `--min_seconds` after two warm-ups, with `torch.cuda.synchronize()` around them; peak MiB is
 `torch.cuda.max_memory_allocated()` (a CPU: peak RSS). Each row runs in a child process.
@@ -168,8 +169,7 @@ def _train_step(loss_fn, params, opt, clip: float, ema, dtype: str, device: str)
 def measure(row: suite_rows.Row, smoke: bool, min_seconds: float, backend: str) -> dict:
     """Compile (first step) and time one row's PyTorch train step."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")  # TF32 matmuls; cuDNN convs use TF32 already
     torch.manual_seed(0)
     config = suite_rows.row_config(row, smoke)
     if row.family == "diffusion":
