@@ -37,7 +37,6 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from aigc_jax import methods, parallel  # noqa: E402
-from aigc_jax.models.gpt import config_from, count_params, flops_per_token  # noqa: E402
 from benchmarks import (  # noqa: E402
     bench_diffusion,
     bench_gan,
@@ -70,11 +69,8 @@ def measure(row: suite_rows.Row, smoke: bool, peak_tflops: float, min_seconds: f
     method = methods.create(config, info)
     batches = jax.device_put(batches)
     state = jax.jit(method.init_state)(jax.random.PRNGKey(0), batches[0])
-    if row.family == "lm":
-        n = count_params(state.params)["non_embedding"]
-        flops = flops_per_token(config_from(config.model, vocab), n) * b * t
-    else:
-        flops = common.train_step_flops(method, state, batches[0])
+    # the LM states its own (6N + 12 L T D per token); the others get XLA's count
+    flops = method.flops_per_step or common.train_step_flops(method, state, batches[0])
     compiled, compile_s = common.compile_train_step(method, state, batches[0])
     state, step_s, steps = common.steady_step_seconds(compiled, state, batches, min_seconds)
     peak = peak_tflops * 1e12 or parallel.peak_flops(config)

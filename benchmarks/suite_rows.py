@@ -1,7 +1,7 @@
 """What the GPU suite measures: its rows (config variant + shape), and the table it prints.
 
 Shared by `gpu_suite.py` (JAX) and `torch_peers.py` (PyTorch), so both time the same shapes;
-imports neither jax nor torch. Configs are loaded by path, as `--config=configs/gpt.py:tiny`
+imports neither jax nor torch. Configs are loaded by path, as `--config=configs/lm.py:tiny`
 does, so a renamed config file is a one-line change in `CONFIGS`.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = {"lm": "configs/gpt.py", "diffusion": "configs/ddpm.py", "vae": "configs/vae.py",
+CONFIGS = {"lm": "configs/lm.py", "diffusion": "configs/diffusion.py", "vae": "configs/vae.py",
            "gan": "configs/gan.py"}
 
 # --smoke: the same rows at shapes that compile and run in seconds on a CPU.

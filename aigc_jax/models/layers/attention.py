@@ -1,9 +1,9 @@
 """Multi-head attention for every model: self or cross, causal or not, with a key/value cache.
 
-The attention itself is `jax.nn.dot_product_attention` (cuDNN flash attention on GPUs when it
-applies, XLA elsewhere; `implementation` forces one), except in training with attention-
-probability dropout, which the fused kernels do not have. Shapes: x [B, S, D], context
-[B, S_ctx, D_ctx], heads [B, S, H, D_h].
+The attention itself is `jax.nn.dot_product_attention` (its default is XLA's kernel, on GPUs
+too in jax 0.10-0.12; `implementation="cudnn"` takes cuDNN's fused one), except in training
+with attention-probability dropout, which the fused kernels do not have. Shapes: x [B, S, D],
+context [B, S_ctx, D_ctx], heads [B, S, H, D_h].
 """
 
 import math
