@@ -9,7 +9,9 @@ command line), not copied from it: pre-LayerNorm GPT without biases, 4 layers x 
 dims, block 64, tied embeddings, N(0, 0.02) init with residual projections scaled by
 1/sqrt(2 L), exact GELU, torch's scaled_dot_product_attention; AdamW (0.9, 0.99), weight decay
 0.1 on tensors with >= 2 dims, lr 1e-3 with nanoGPT's warmup (it + 1) / 101 for 100
-iterations then cosine to 1e-4 at 2,000, clipping at 1.0, float32.
+iterations then cosine to 1e-4 at 2,000, clipping at 1.0, float32. `GPT` and `Block` take
+the shape (and biases, dropout) as arguments with this recipe's as defaults, so
+`benchmarks/torch_peers.py` times the same model at GPT-2's and shakespeare_char's shapes.
 
 `--data` comes from `export_batches.py`: iteration i trains on aigc_jax's batch i. `--init=aigc`
 starts from aigc_jax's initial weights for that seed (so any difference is the training math);
