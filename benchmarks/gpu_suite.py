@@ -9,8 +9,9 @@ Rows (`suite_rows.ROWS`): GPT-2 124M (block 1024, bf16, cuDNN attention through
 `jax.nn.dot_product_attention`, and again with XLA's attention), nanoGPT's shakespeare_char
 recipe (6 x 384, block 256, batch 64, bf16 as nanoGPT on a GPU), the DDPM CIFAR-10 UNet (35.7M,
 batch 128) in bf16 and fp32, and the digits VAE and GAN. Batches are random tokens or images
-of the row's shape, put on the device beforehand, so the figures are the jitted train step
-the loop runs (`jax.jit(method.train_step, donate_argnums=0)`) alone.
+of the row's shape, put on the device beforehand, so the figures are the method's train step
+alone, jitted with the state donated as the loop does (`common.compile_train_step`; the loop
+adds its non-finite guard and shardings, one device here).
 
 - compile: `lower(...).compile()` of that step, timed apart from running it.
 - step: one blocked step sizes the run, then steps fill `--min_seconds`, dispatched back to
