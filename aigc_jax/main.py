@@ -77,6 +77,9 @@ def run(argv: list[str]) -> None:
     if FLAGS.mode == "train":  # validated first: an impossible config creates no workdir
         config_validation.validate(config)
         check_workdir(FLAGS.workdir, FLAGS.mode)
+    elif str(config.init_from.get("hf", "")) and not os.path.exists(
+            os.path.join(FLAGS.workdir, "config.json")):  # straight from imported weights
+        config_validation.validate(config)
     else:  # the trained run's config.json defines the model
         check_workdir(FLAGS.workdir, FLAGS.mode)
         config = run_config.for_trained_run(

@@ -407,7 +407,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 def evaluate(config: ml_collections.ConfigDict, workdir: str,
              num_samples: int | None = None) -> dict[str, Any]:
     """`--mode=eval`: full test-split metrics plus the method's extras, to `eval/<step>.json`."""
-    _require_workdir(workdir, "eval")
+    _require_workdir(workdir, "eval", config)
     run = Run(config, workdir)
     config = run.config
     try:
@@ -452,7 +452,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
 def load_trained(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, TrainState]:
     """A data-free Run of a finished `workdir` and its newest state, checkpoints closed: for
     `--mode=sample` and scripts that only read a trained model (figures, tables)."""
-    _require_workdir(workdir, "sample")
+    _require_workdir(workdir, "sample", config)
     run = Run(config, workdir, need_data=False)
     try:
         return run, run.restore_for_use()
@@ -503,9 +503,10 @@ def sample(config: ml_collections.ConfigDict, workdir: str, num_samples: int,
     return files
 
 
-def _require_workdir(workdir: str, mode: str) -> None:
-    # Checked before Run, whose checkpointer would create the directory.
-    if not os.path.isdir(workdir):
+def _require_workdir(workdir: str, mode: str, config: ml_collections.ConfigDict) -> None:
+    # Checked before Run, whose checkpointer would create the directory. A run straight from
+    # imported weights (init_from.hf) has no trained workdir yet.
+    if not os.path.isdir(workdir) and not str(config.init_from.get("hf", "")):
         raise UserError(f"--workdir={workdir!r} does not exist; --mode={mode} needs the workdir "
                         "of a trained run.")
 
