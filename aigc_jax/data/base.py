@@ -85,3 +85,30 @@ def tfds_data_source(name: str, split: str, data_dir: str | None) -> Any:
     except Exception as e:  # tfds raises many types; the user needs the one line.
         raise UserError(f"tfds dataset {name!r} split {split!r} is not available: "
                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+class IndexedExamples:
+    """Batches for a source that builds any rows on demand: `examples(indices) -> Batch`,
+    `num_examples` and `seed` come from the subclass. Train batches are a pure function of
+    (seed, step); eval batches are ordered and padded at the end (see `mask`)."""
+
+    num_examples: int
+    seed: int
+
+    def examples(self, idx: np.ndarray) -> dict:
+        raise NotImplementedError
+
+    def train_batch(self, step: int, batch_size: int, process_index: int = 0,
+                    process_count: int = 1) -> dict:
+        """This process's rows of the global batch for `step`."""
+        idx = epoch_indices(self.num_examples, self.seed, step, batch_size)
+        return self.examples(idx[process_slice(batch_size, process_index, process_count)])
+
+    def eval_batches(self, batch_size: int, process_index: int = 0, process_count: int = 1,
+                     max_batches: int | None = None) -> Iterator[dict]:
+        """Ordered batches over the split, padded at the end (see `mask`)."""
+        rows = process_slice(batch_size, process_index, process_count)
+        for idx, mask in padded_eval_indices(self.num_examples, batch_size, max_batches):
+            batch = self.examples(idx[rows])
+            batch["mask"] = mask[rows]
+            yield batch

@@ -17,19 +17,18 @@ and JSONL sources carve a test split with `data.holdout_fraction` (default 0.1).
 import functools
 import json
 import os
-from collections.abc import Iterator
 
 import ml_collections
 import numpy as np
 from PIL import Image
 
 from aigc_jax.data import images as image_lib
-from aigc_jax.data.base import Batch, epoch_indices, padded_eval_indices, process_slice, rng_for
+from aigc_jax.data.base import Batch, IndexedExamples, rng_for
 from aigc_jax.data.words import WordTokenizer, build_vocab
 from aigc_jax.errors import UserError
 
 
-class CaptionDataset:
+class CaptionDataset(IndexedExamples):
     """Images and tokenized captions in host memory with deterministic per-step batches."""
 
     def __init__(self, images: np.ndarray, captions: list[str], tokenizer: WordTokenizer,
@@ -55,21 +54,6 @@ class CaptionDataset:
         """Rows `idx`: image, tokens and a zero label."""
         return {"image": self.images[idx], "tokens": self.tokens[idx],
                 "label": np.zeros(len(idx), np.int32)}
-
-    def train_batch(self, step: int, batch_size: int, process_index: int = 0,
-                    process_count: int = 1) -> Batch:
-        """This process's rows of the global batch for `step`."""
-        idx = epoch_indices(self.num_examples, self.seed, step, batch_size)
-        return self.examples(idx[process_slice(batch_size, process_index, process_count)])
-
-    def eval_batches(self, batch_size: int, process_index: int = 0, process_count: int = 1,
-                     max_batches: int | None = None) -> Iterator[Batch]:
-        """Ordered batches over the split, padded at the end (see `mask`)."""
-        rows = process_slice(batch_size, process_index, process_count)
-        for idx, mask in padded_eval_indices(self.num_examples, batch_size, max_batches):
-            batch = self.examples(idx[rows])
-            batch["mask"] = mask[rows]
-            yield batch
 
 
 def _load_image(path: str, size: int) -> np.ndarray:

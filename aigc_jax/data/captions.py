@@ -12,14 +12,14 @@ attribute checker can score any image against it (`aigc_jax.evaluation.attribute
 """
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
 from PIL import Image
 
 from aigc_jax.data import images as image_lib
-from aigc_jax.data.base import Batch, epoch_indices, padded_eval_indices, process_slice, rng_for
+from aigc_jax.data.base import Batch, IndexedExamples, rng_for
 from aigc_jax.data.words import WordTokenizer
 from aigc_jax.errors import UserError
 
@@ -140,7 +140,7 @@ def resize_glyphs(glyphs: np.ndarray, size: int) -> np.ndarray:
     return np.stack(out).astype(np.float32) / 255.0
 
 
-class CaptionedDigits:
+class CaptionedDigits(IndexedExamples):
     """One split of captioned digits: examples rendered on demand from (seed, split, index)."""
 
     def __init__(self, glyphs: np.ndarray, labels: np.ndarray, *, num_examples: int, seed: int,
@@ -242,21 +242,6 @@ class CaptionedDigits:
     def captions(self, indices: np.ndarray) -> list[str]:
         """Caption strings of examples `indices`."""
         return [render_caption(self.record(int(i))[0]) for i in indices]
-
-    def train_batch(self, step: int, batch_size: int, process_index: int = 0,
-                    process_count: int = 1) -> Batch:
-        """This process's rows of the global batch for `step`."""
-        idx = epoch_indices(self.num_examples, self.seed, step, batch_size)
-        return self.examples(idx[process_slice(batch_size, process_index, process_count)])
-
-    def eval_batches(self, batch_size: int, process_index: int = 0, process_count: int = 1,
-                     max_batches: int | None = None) -> Iterator[Batch]:
-        """Ordered batches over the split, padded at the end (see `mask`)."""
-        rows = process_slice(batch_size, process_index, process_count)
-        for idx, mask in padded_eval_indices(self.num_examples, batch_size, max_batches):
-            batch = self.examples(idx[rows])
-            batch["mask"] = mask[rows]
-            yield batch
 
 
 def _overlap(a: tuple[int, int, int], b: tuple[int, int, int], margin: int) -> bool:
