@@ -1,6 +1,7 @@
 """Kill training with SIGKILL at random moments (also mid-save) many times; the run that finally
 completes must equal an uninterrupted one, bit for bit, on CPU."""
 
+import json
 import os
 import random
 import signal
@@ -50,26 +51,39 @@ def _gpt_case(tmp_path):
 CASES = {"vae": _vae_case, "lm": _gpt_case}
 
 
+def _logged_step(workdir) -> int:
+    """The newest step in `workdir/metrics.jsonl` (0 before the first row)."""
+    try:
+        with open(workdir / "metrics.jsonl") as f:
+            rows = [json.loads(line) for line in f if line.endswith("\n")]
+    except FileNotFoundError:
+        return 0
+    return max((int(r.get("step", 0)) for r in rows), default=0)
+
+
 @pytest.mark.parametrize("method", sorted(CASES))
 def test_random_sigkills_then_resume_equal_uninterrupted(tmp_path, method):
     config, flags = CASES[method](tmp_path)
     reference = train.train_and_evaluate(config, str(tmp_path / "reference"))
     workdir = tmp_path / "killed"
     rng = random.Random(1234)
+    # Kill once training has logged a random target step (plus a random few ms, so some kills
+    # land mid-save): tied to progress rather than wall time, so a fast machine cannot finish
+    # the run before the last kill.
+    targets = sorted(rng.sample(range(50, int(0.7 * STEPS), 25), KILLS))
     steps_seen = []
-    for _ in range(KILLS):
+    for target in targets:
         proc = popen_cli(*flags, f"--workdir={workdir}")
-        # Wait for the process to be training (past start-up), then kill at a random moment.
         deadline = time.time() + 300
-        while not (workdir / "metrics.jsonl").exists() and proc.poll() is None:
+        while _logged_step(workdir) < target and proc.poll() is None:
             assert time.time() < deadline
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 1.5))
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.03))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         ckpts = [int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()]
         steps_seen.append(max(ckpts, default=0))
-        (workdir / "metrics.jsonl").unlink(missing_ok=True)  # so the next wait is meaningful
+        (workdir / "metrics.jsonl").unlink(missing_ok=True)  # rows of this try only
     assert steps_seen[-1] < STEPS, "the run finished before the last kill; lengthen it"
     final = train.train_and_evaluate(config, str(workdir))
     assert int(final.step) == STEPS
