@@ -70,7 +70,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.init_from.step = 0  # 0: newest checkpoint
     c.init_from.weights = "ema"  # ema | params
     c.init_from.name_map = ""  # "this/prefix=source/prefix,...": empty means identical paths
-    c.init_from.hf = ""  # or a transformers GPT-2 directory (hub name with network): pretrained/
+    c.init_from.hf = ""  # a transformers GPT-2 / diffusers AutoencoderKL directory: pretrained/
     return c
 
 

@@ -4,7 +4,10 @@
 
 `--format=hf`: a GPT run as a `transformers` GPT-2 directory (config.json, model.safetensors
 and, for GPT-2's tokenizer, the tokenizer files), loadable with
-`GPT2LMHeadModel.from_pretrained(out)`. A UserError prints as one line and exits with status 2.
+`GPT2LMHeadModel.from_pretrained(out)`; a KL autoencoder run as a `diffusers` AutoencoderKL
+directory (config.json with its latent_stats.json scale factor as scaling_factor,
+diffusion_pytorch_model.safetensors), loadable with `AutoencoderKL.from_pretrained(out)`.
+A UserError prints as one line and exits with status 2.
 """
 
 import json
@@ -54,6 +57,18 @@ def export(workdir: str, out: str, fmt: str = "hf", step: int = 0,
         blockers = pretrained.gpt2.export_blockers(config.model)
         if blockers:
             raise UserError(f"this run cannot be written as GPT-2: {'; '.join(blockers)}.")
+    if config.method == "autoencoder":
+        blockers = pretrained.autoencoder_export_blockers(config)
+        if blockers:
+            raise UserError(f"this run cannot be written as an AutoencoderKL: "
+                            f"{'; '.join(blockers)}.")
+        from aigc_jax.methods.autoencoder.method import read_latent_stats
+
+        stats = read_latent_stats(workdir)
+        if stats is None:
+            logging.warning("%s has no latent_stats.json (run --mode=eval on it): "
+                            "scaling_factor written as 1.0", workdir)
+        info = dict(info, scale_factor=float(stats["scale_factor"]) if stats else 1.0)
     step = components.resolve_step(workdir, step, "export")
     params = components.restore_weights(workdir, step, weights, parallel.create_mesh(), "export")
     files = pretrained.export_run(config, info, params, out)

@@ -1,9 +1,10 @@
 """Command-line entry point: `python -m aigc_jax.main --config=configs/vae.py:digits --workdir=DIR`.
 
-Flags: --mode=train|eval|sample, --num_samples=N, --prompt=TEXT (GPT), --output=NAME (sample);
-anything else is a `--config.<key>=<value>` override. Eval and sample take the model from the
-run's config.json. A UserError prints as one line and exits with status 2; a run stopped by
-SIGTERM or SIGINT, with its checkpoint saved, exits with status 75.
+Flags: --mode=train|eval|sample|import, --num_samples=N, --prompt=TEXT (GPT), --output=NAME
+(sample); anything else is a `--config.<key>=<value>` override. Eval and sample take the model
+from the run's config.json; import writes `config.init_from.hf`'s weights as step 0 of a new
+workdir. A UserError prints as one line and exits with status 2; a run stopped by SIGTERM or
+SIGINT, with its checkpoint saved, exits with status 75.
 """
 
 import os
@@ -22,7 +23,9 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file and variant: configs/vae.py:digits.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "import"],
+                  "What to do (import: write config.init_from.hf's weights as step 0 of a new "
+                  "workdir).")
 flags.DEFINE_integer("num_samples", None, "Samples to draw (sample mode) or to evaluate on.")
 flags.DEFINE_string("prompt", None, "Prompt text for GPT sampling.")
 flags.DEFINE_string("output", None, "Sample mode: name of the output files in the workdir "
@@ -74,9 +77,9 @@ def run(argv: list[str]) -> None:
         raise UserError("--workdir is required.")
     metric_logging.quiet_libraries()
     parallel.maybe_initialize_distributed()  # before anything touches the XLA backend
-    if FLAGS.mode == "train":  # validated first: an impossible config creates no workdir
+    if FLAGS.mode in ("train", "import"):  # validated first: a bad config creates no workdir
         config_validation.validate(config)
-        check_workdir(FLAGS.workdir, FLAGS.mode)
+        check_workdir(FLAGS.workdir, "train")
     elif str(config.init_from.get("hf", "")) and not os.path.exists(
             os.path.join(FLAGS.workdir, "config.json")):  # straight from imported weights
         config_validation.validate(config)
@@ -90,6 +93,8 @@ def run(argv: list[str]) -> None:
                  jax.process_count())
     if FLAGS.mode == "train":
         train.train_and_evaluate(config, FLAGS.workdir)
+    elif FLAGS.mode == "import":
+        train.import_pretrained(config, FLAGS.workdir)
     elif FLAGS.mode == "eval":
         train.evaluate(config, FLAGS.workdir, FLAGS.num_samples)
     else:

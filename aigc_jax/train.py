@@ -145,9 +145,13 @@ class Run:
             ema, _ = components_lib.warm_start(state.ema_params, self.config, self.mesh)
             state = state.replace(params=params, ema_params=ema)
             self.provenance["init_from"] = record
-        if pretrained.hf_dir(self.config):  # GPT-2 weights from a transformers directory
+        if pretrained.hf_dir(self.config):  # transformers GPT-2 / diffusers AutoencoderKL
             params, record = pretrained.init_params(self.config, state.params)
-            state = state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params))
+            if jax.tree.structure(state.ema_params) == jax.tree.structure(params):
+                ema = jax.tree.map(jnp.copy, params)
+            else:  # several networks, an EMA for some (ema_keys)
+                ema = {k: jax.tree.map(jnp.copy, params[k]) for k in state.ema_params}
+            state = state.replace(params=params, ema_params=ema)
             self.provenance["init_from"] = record
         return state
 
@@ -401,6 +405,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         writer.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    return state
+
+
+def import_pretrained(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """`--mode=import`: the weights `config.init_from.hf` names, written as step 0 of a new
+    `workdir` (config.json, data_info.json, checkpoint and the method's files, such as an
+    autoencoder's latent_stats.json), so the import is an ordinary run: a component for other
+    runs, evaluable, exportable, and trained further by `--mode=train` on the same workdir."""
+    if not pretrained.hf_dir(config):
+        raise UserError("--mode=import needs config.init_from.hf: the directory (or hub name) "
+                        "of the weights to import.")
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if os.path.isdir(ckpt_dir) and any(name.isdigit() for name in os.listdir(ckpt_dir)):
+        raise UserError(f"--workdir={workdir!r} already holds checkpoints; import into a new "
+                        "workdir (nothing was changed).")
+    run = Run(config, workdir, need_data=False)
+    try:
+        state = run.init_state()
+        write_config(run.config, workdir, run.provenance)
+        if parallel.is_main_process():
+            files = {"data_info.json": run.info, **pretrained.workdir_files(run.config)}
+            for name, content in files.items():
+                with open(os.path.join(workdir, name), "w") as f:
+                    json.dump(content, f, indent=2)
+        run.ckpt.save(state, run.checkpoint_meta(0), force=True)
+        run.ckpt.wait()
+        logging.info("imported %s as step 0 of %s", pretrained.hf_dir(config), workdir)
+    finally:
+        run.ckpt.close()
     return state
 
 
