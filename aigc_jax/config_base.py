@@ -21,6 +21,10 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.data.holdout_fraction = 0.0  # carve train/test from one source split
     c.data.source_split = "train"  # which source split `holdout_fraction` carves
     c.data.tfds_data_dir = ""
+    c.data.pipeline = "memory"  # memory (whole split in host memory) | grain (streaming)
+    c.data.num_workers = 0  # grain: worker processes building batches (0: threads in-process)
+    c.data.prefetch = 2  # grain: batches transferred to the device ahead of the step
+    c.data.bad_images = "stop"  # grain, image folders: stop | skip (counted) an unreadable file
 
     c.model = ml_collections.ConfigDict()
 

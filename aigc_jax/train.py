@@ -20,6 +20,7 @@ from aigc_jax import components as components_lib
 from aigc_jax import data as data_lib
 from aigc_jax import methods, parallel, pretrained
 from aigc_jax.checkpoint import Checkpointer
+from aigc_jax.data import pipeline
 from aigc_jax.errors import UserError
 from aigc_jax.logging import MetricWriter, PassProgress, Progress
 from aigc_jax.methods.base import Method, sample_path
@@ -68,6 +69,7 @@ class Run:
             self.components = components_lib.load_all(
                 config, self.mesh, methods.accepted_roles(config.method),
                 saved.get("components"))
+            pipeline.check_pipeline(config.data)
             self.train_ds = data_lib.create_dataset(config, "train") if need_data else None
             self._test_ds = None
             self.info = self._data_info()
@@ -320,7 +322,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     run = Run(config, workdir)
     config = run.config  # with init_from.hf, the imported checkpoint's model shape
     tc = config.train
-    num_steps, batch_size = int(tc.num_steps), int(tc.batch_size)
+    num_steps = int(tc.num_steps)
     policy = tc.get("nonfinite_policy", "stop")
     state, resumed = run.restore_or_init()
     start = int(jax.device_get(state.step))
@@ -350,12 +352,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     def every(n: Any) -> bool:
         return bool(int(n)) and (step % int(n) == 0 or step in (num_steps, stop_after))
 
+    # The input pipeline (data.pipeline) starts at the resumed step: batches depend on the step.
+    batches = pipeline.train_batches(run.train_ds, config, run.mesh, start,
+                                     min(num_steps, stop_after), jax.process_index(),
+                                     jax.process_count())
+    waited = []  # seconds each step waited for its batch, since the last log line
     try:
         while step < min(num_steps, stop_after) and stop["signal"] is None:
-            local = run.train_ds.train_batch(step, batch_size, jax.process_index(),
-                                             jax.process_count())
+            t_wait = time.perf_counter()
+            batch = next(batches)
             t0 = time.perf_counter()
-            state, metrics = train_step(state, parallel.shard_batch(run.mesh, local), run.frozen)
+            if step != start:  # the first wait includes starting the workers
+                waited.append(t0 - t_wait)
+            state, metrics = train_step(state, batch, run.frozen)
             if step == start:
                 jax.block_until_ready(metrics)
                 logging.info("first step (compile + run) took %.1fs", time.perf_counter() - t0)
@@ -372,6 +381,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             if log_now:
                 history = []
                 mean["steps_per_sec"] = progress.rate(step)
+                mean["data_wait_ms"] = 1000.0 * float(np.mean(waited)) if waited else 0.0
+                waited = []
                 mean["learning_rate"] = learning_rate(config, step - 1)
                 if run.method.tokens_per_step:  # methods that count tokens and FLOPs per step
                     mean.update(parallel.throughput(mean["steps_per_sec"],
@@ -401,6 +412,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             raise Preempted(stop["signal"], step, run.ckpt.directory)
         logging.info("finished %d steps; waiting for the last checkpoint to be written", step)
     finally:
+        batches.close()  # ends grain worker processes
         run.ckpt.close()
         writer.close()
         for sig, handler in previous.items():

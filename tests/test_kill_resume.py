@@ -91,3 +91,48 @@ def test_random_sigkills_then_resume_equal_uninterrupted(tmp_path, method):
                  jax.device_get(final.params))
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(reference.opt_state),
                  jax.device_get(final.opt_state))
+
+
+def test_sigkills_on_the_streaming_path_resume_to_the_in_memory_run(tmp_path):
+    """Token files (memmap) through grain with 2 worker processes, SIGKILLed twice: the run that
+    completes equals the uninterrupted in-memory run on the same text, and no worker outlives
+    its killed training process."""
+    import psutil
+
+    from aigc_jax.data import prepare
+
+    steps = 300
+    config, flags = _gpt_case(tmp_path)
+    config.train.num_steps = steps
+    reference = train.train_and_evaluate(config, str(tmp_path / "reference"))
+    tokens = tmp_path / "tokens"
+    prepare.prepare_token_files(config, str(tokens), progress=False)
+    stream = {"data.name": "tokens", "data.path": str(tokens), "data.pipeline": "grain",
+              "data.num_workers": 2, "train.num_steps": steps}
+    flags = [*flags, *(f"--config.{k}={v}" for k, v in stream.items())]
+    workdir = tmp_path / "killed"
+    rng = random.Random(99)
+    for target in sorted(rng.sample(range(50, 200, 25), 2)):
+        proc = popen_cli(*flags, f"--workdir={workdir}")
+        deadline = time.time() + 300
+        while _logged_step(workdir) < target and proc.poll() is None:
+            assert time.time() < deadline
+            time.sleep(0.005)
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert len([w for w in workers if "spawn_main" in " ".join(w.cmdline())]) == 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        _, alive = psutil.wait_procs(workers, timeout=20)
+        assert not alive, f"workers outlived the killed run: {alive}"
+        (workdir / "metrics.jsonl").unlink(missing_ok=True)
+    for key, value in stream.items():
+        section, leaf = key.split(".")
+        config[section][leaf] = value
+    final = train.train_and_evaluate(config, str(workdir))
+    assert int(final.step) == steps
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(reference.params),
+                 jax.device_get(final.params))
+    with open(workdir / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    assert all("data_wait_ms" in r for r in rows if "loss" in r)

@@ -7,7 +7,7 @@ import ml_collections
 from aigc_jax.data.audio import AUDIO_SOURCES
 from aigc_jax.data.base import Batch, Dataset
 
-TEXT_SOURCES = ("text", "tiny_shakespeare", "lm1b")
+TEXT_SOURCES = ("text", "tokens", "tiny_shakespeare", "lm1b")
 CAPTION_SOURCES = ("captioned_digits", "caption_folder", "caption_jsonl", "coco_captions")
 
 

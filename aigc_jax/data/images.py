@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from aigc_jax.data import lazy_images
 from aigc_jax.data.base import (
     Batch,
     epoch_indices,
@@ -38,7 +39,12 @@ class ImageDataset:
                  random_flip: bool = False, binarize: str = "none", train: bool = True):
         if binarize not in BINARIZE:
             raise UserError(f"data.binarize={binarize!r} is unknown; expected one of {BINARIZE}.")
-        self.images, self.labels = images, labels.astype(np.int32)
+        lazy = isinstance(images, lazy_images.LazyImages)
+        if lazy and binarize == "static" or (binarize == "dynamic" and not train and lazy):
+            raise UserError(f"data.binarize={binarize!r} binarizes the whole split once, which "
+                            "a streaming source cannot; use data.pipeline=memory.")
+        self.images = images
+        self.labels = labels if lazy else labels.astype(np.int32)
         self.num_examples = len(images)
         self.num_classes = num_classes
         self.seed, self.random_flip, self.train = seed, random_flip, train
@@ -217,7 +223,33 @@ def _holdout(images, labels, split: str, fraction: float):
     perm = rng_for(SPLIT_SEED, 2).permutation(len(images))
     n_test = int(round(len(images) * fraction))
     idx = perm[-n_test:] if split == "test" else perm[:-n_test]
+    if isinstance(images, lazy_images.LazyImages):  # a cut of the index, nothing read
+        return images.subset(idx), labels.subset(idx)
     return images[idx], labels[idx]
+
+
+def _finisher(size: int, crop: int, pad: int):
+    """What `create_image_dataset` does to the whole split, for one image [H, W, C]."""
+    def finish(image: np.ndarray) -> np.ndarray:
+        image = image[..., None] if image.ndim == 2 else image
+        image = _resize_all(image[None], size, crop)[0]
+        return np.pad(image, ((pad, pad), (pad, pad), (0, 0))) if pad else image
+    return finish
+
+
+def lazy_source(cfg: ml_collections.ConfigDict, name: str, source_split: str):
+    """(images, labels, num_classes) read on demand, for data.pipeline=grain."""
+    if name == "folder":
+        reader = lazy_images.FolderReader(str(cfg.path), IMAGE_SUFFIXES)
+    else:
+        tfds_split = cfg.get(f"tfds_{source_split}_split", TFDS_SPLITS[source_split])
+        reader = lazy_images.TfdsReader(name, tfds_split, cfg.get("tfds_data_dir") or None)
+    rows = np.arange(len(reader))
+    size = int(cfg.get("image_size", 0))
+    finish = _finisher(size, int(cfg.get("crop", 0)), int(cfg.get("pad", 0)))
+    images = lazy_images.LazyImages(reader, rows, finish, size if name == "folder" else 0,
+                                    str(cfg.get("bad_images", "stop")), _center_crop_resize)
+    return images, lazy_images.LazyLabels(reader, rows), reader.num_classes
 
 
 def create_image_dataset(cfg: ml_collections.ConfigDict, split: str, seed: int) -> ImageDataset:
@@ -225,7 +257,11 @@ def create_image_dataset(cfg: ml_collections.ConfigDict, split: str, seed: int) 
     name = cfg.name
     holdout = float(cfg.get("holdout_fraction", 0.0))
     source_split = cfg.get("source_split", "train") if holdout > 0 else split
-    if name == "digits":
+    lazy = cfg.get("pipeline", "memory") == "grain" and name not in ("digits", "idx")
+    if lazy:
+        images, labels, num_classes = lazy_source(cfg, name, source_split)
+        holdout = holdout or (0.1 if name == "folder" else 0.0)
+    elif name == "digits":
         images, labels, num_classes = load_digits()
         holdout = holdout or 1 / 6  # 1,497 train / 300 test images
     elif name == "idx":
@@ -238,9 +274,10 @@ def create_image_dataset(cfg: ml_collections.ConfigDict, split: str, seed: int) 
         images, labels, num_classes = load_tfds(name, tfds_split, cfg.get("tfds_data_dir") or None)
     if holdout > 0:
         images, labels = _holdout(images, labels, split, holdout)
-    images = _resize_all(images, int(cfg.get("image_size", 0)), int(cfg.get("crop", 0)))
     pad = int(cfg.get("pad", 0))
-    if pad:
+    if not lazy:
+        images = _resize_all(images, int(cfg.get("image_size", 0)), int(cfg.get("crop", 0)))
+    if pad and not lazy:
         images = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     return ImageDataset(images, labels, seed=seed, num_classes=num_classes,
                         random_flip=bool(cfg.get("random_flip", False)) and split == "train",

@@ -52,6 +52,10 @@ class TextDataset:
         self.num_examples = (self.num_tokens - 1) // block_size
         self._eval_order = rng_for(EVAL_SEED, 1).permutation(self.num_examples)
 
+    def eval_order(self, idx: np.ndarray) -> np.ndarray:
+        """The eval windows visited at positions `idx` of the fixed shuffled order."""
+        return self._eval_order[idx]
+
     def info(self) -> dict:
         """Vocabulary, tokenizer and batch layout: what `lm.create` needs without the data."""
         vocab = int(self.tokenizer_info["vocab_size"])
@@ -79,7 +83,7 @@ class TextDataset:
         padding rows of the last batch."""
         rows = process_slice(batch_size, process_index, process_count)
         for idx, mask in padded_eval_indices(self.num_examples, batch_size, max_batches):
-            starts = self._eval_order[idx] * self.block_size
+            starts = self.eval_order(idx) * self.block_size
             yield {"tokens": self.windows(starts[rows]), "mask": mask[rows]}
 
 
@@ -157,19 +161,35 @@ def tokenizer_path(config: ml_collections.ConfigDict) -> str:
     return path or str(config.get("init_from", {}).get("hf", ""))
 
 
-def create_text_dataset(config: ml_collections.ConfigDict, split: str) -> TextDataset:
-    """The "train" or "test" (validation) split of the text source named by `config.data`."""
+def run_tokenizer(config: ml_collections.ConfigDict, train_text: str) -> tokenizers.Tokenizer:
+    """The tokenizer a run of `config` uses, built from (or for) its training text."""
     cfg = config.data
-    train_text, text = load_texts(cfg, split)
     key = (str(cfg.tokenizer), int(cfg.get("spm_vocab_size", 0)), spm_cache_dir(cfg),
            int(cfg.get("spm_max_corpus_chars", 10_000_000)), tokenizer_path(config))
-    tok = _tokenizer(key, train_text)
+    return _tokenizer(key, train_text)
+
+
+def known_text(tok: tokenizers.Tokenizer, text: str, split: str) -> str:
+    """`text` without the characters a char vocabulary (built from the training text) lacks."""
     if isinstance(tok, tokenizers.CharTokenizer) and split != "train":
         unknown = tok.unknown_chars(text)
         if unknown:  # the vocabulary comes from the training text only
             logging.warning("dropping %d characters of the %s split not in the training "
                             "vocabulary: %r", len(unknown), split, unknown[:20])
             text = "".join(c for c in text if c not in set(unknown))
+    return text
+
+
+def create_text_dataset(config: ml_collections.ConfigDict, split: str) -> TextDataset:
+    """The "train" or "test" (validation) split of the text source named by `config.data`."""
+    cfg = config.data
+    if cfg.name == "tokens":
+        from aigc_jax.data import token_files
+
+        return token_files.create_token_file_dataset(config, split)
+    train_text, text = load_texts(cfg, split)
+    tok = run_tokenizer(config, train_text)
+    text = known_text(tok, text, split)
     tokens = tok.encode(text)
     tokens = tokens.astype(np.uint16 if tok.vocab_size <= 1 << 16 else np.int32)
     source = f"{cfg.name}:{cfg.path}" if cfg.name == "text" else str(cfg.name)
