@@ -13,8 +13,8 @@ import ml_collections
 
 from aigc_jax.config_base import base_config
 
-VARIANTS = ("digits", "digits_vq", "mnist_kl_f4", "mnist_vq_f4", "celeba64", "imagenet_kl_f4",
-            "imagenet_kl_f8", "tiny")
+VARIANTS = ("digits", "digits_vq", "captioned_digits_vq", "mnist_kl_f4", "mnist_vq_f4",
+            "celeba64", "imagenet_kl_f4", "imagenet_kl_f8", "tiny")
 
 
 def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
@@ -78,6 +78,25 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         a.regularizer = "vq"
         a.codebook_size = 64
         m.embed_dim = 16
+    elif variant == "captioned_digits_vq":
+        # The DALL-E prior's tokenizer (configs/dalle.py): 32x32 RGB captioned digits -> 8x8
+        # codes (f = 4) from a 128-code EMA codebook; sized for minutes on a shared 2-core CPU.
+        c.data.name = "captioned_digits"
+        c.data.image_size = 32
+        c.data.glyphs = "digits"
+        c.data.hold_out_templates = False  # images only: every template's compositions
+        c.data.num_train_examples = 50_000
+        c.data.num_test_examples = 1000
+        a.regularizer = "vq"
+        a.codebook_size = 128
+        m.ch, m.ch_mult, m.z_channels = 16, (1, 2, 2), 16
+        m.num_groups = 8
+        c.train.batch_size = 32
+        c.train.num_steps = 800
+        c.train.log_every = 50
+        c.train.eval_every = 400
+        c.train.checkpoint_every = 400
+        c.eval.extractor = ""  # the digits features are for 8x8 gray images
     elif variant in ("mnist_kl_f4", "mnist_vq_f4"):
         c.data.name = "idx"
         c.data.path = "/work/shared/data/mnist"

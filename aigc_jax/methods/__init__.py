@@ -22,6 +22,7 @@ METHODS = {
     "contrastive": "aigc_jax.methods.contrastive",
     "wavenet": "aigc_jax.methods.wavenet",
     "autoencoder": "aigc_jax.methods.autoencoder",
+    "dalle": "aigc_jax.methods.dalle",
 }
 
 
