@@ -96,9 +96,14 @@ def prepare_token_files(config: ml_collections.ConfigDict, out: str,
 
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "The run's config and variant.",
-                                lock_config=True)
-flags.DEFINE_string("out", None, "Folder for train.bin, val.bin and meta.json.")
+
+
+def define_flags() -> None:
+    """The command line's flags, defined only when run as a script (importing this module as a
+    library must not claim --config/--out, which other entry points define too)."""
+    config_flags.DEFINE_config_file("config", None, "The run's config and variant.",
+                                    lock_config=True)
+    flags.DEFINE_string("out", None, "Folder for train.bin, val.bin and meta.json.")
 
 
 def main(argv: list[str]) -> None:
@@ -115,4 +120,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
