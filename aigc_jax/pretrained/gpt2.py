@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from aigc_jax.errors import UserError
+from aigc_jax.pretrained import files
 
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -44,15 +45,8 @@ BLOCK = {
 
 def read_config(directory: str) -> dict[str, Any]:
     """`directory/config.json` as a dict; missing or malformed is a UserError naming it."""
-    path = os.path.join(directory, "config.json")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path} is missing; a transformers GPT-2 directory has config.json, "
-                        "model.safetensors and tokenizer files.") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path} cannot be read: {e}.") from None
+    return files.read_config(directory, "a transformers GPT-2 directory has config.json, "
+                             "model.safetensors and tokenizer files")
 
 
 def architecture(hf: dict[str, Any], where: str) -> dict[str, Any]:
@@ -90,28 +84,20 @@ def architecture(hf: dict[str, Any], where: str) -> dict[str, Any]:
 def read_tensors(directory: str) -> tuple[dict[str, np.ndarray], str]:
     """Every tensor of the checkpoint by transformers name without the "transformer." prefix,
     and the file name for messages; a missing or unreadable file is a UserError."""
-    from safetensors.numpy import load_file
-
     index = os.path.join(directory, INDEX_FILE)
     if os.path.exists(index):
         with open(index) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
+            names = sorted(set(json.load(f)["weight_map"].values()))
     else:
-        files = [WEIGHTS_FILE]
+        names = [WEIGHTS_FILE]
     tensors = {}
-    for name in files:
-        path = os.path.join(directory, name)
-        if not os.path.exists(path):
-            raise UserError(f"{path} is missing (GPT-2 weights are read from safetensors files; "
-                            "convert a pytorch_model.bin with transformers' save_pretrained).")
-        try:
-            loaded = load_file(path)
-        except Exception as e:  # safetensors raises its own types (bad header, bfloat16, ...)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"{path} cannot be read as numpy safetensors: {first}") from None
+    for name in names:
+        loaded = files.load_tensors(
+            os.path.join(directory, name), "GPT-2 weights are read from safetensors files; "
+            "convert a pytorch_model.bin with transformers' save_pretrained")
         for key, value in loaded.items():
             tensors[key.removeprefix(PREFIX)] = value
-    where = os.path.join(directory, files[0] if len(files) == 1 else INDEX_FILE)
+    where = os.path.join(directory, names[0] if len(names) == 1 else INDEX_FILE)
     return tensors, where
 
 
@@ -221,12 +207,4 @@ def export_blockers(model_cfg: Any) -> list[str]:
 
 def write(out_dir: str, tensors: dict[str, np.ndarray], config: dict[str, Any]) -> list[str]:
     """`model.safetensors` and `config.json` in `out_dir` (created); the paths written."""
-    from safetensors.numpy import save_file
-
-    os.makedirs(out_dir, exist_ok=True)
-    weights = os.path.join(out_dir, WEIGHTS_FILE)
-    save_file(tensors, weights, metadata={"format": "pt"})  # transformers checks the format
-    cfg_path = os.path.join(out_dir, "config.json")
-    with open(cfg_path, "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-    return [weights, cfg_path]
+    return files.write(out_dir, WEIGHTS_FILE, tensors, config)

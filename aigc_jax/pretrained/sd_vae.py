@@ -12,7 +12,6 @@ so `up_blocks.i` is our level len(ch_mult) - 1 - i. GroupNorm epsilon is 1e-6 in
 Tensors are read and written with `safetensors.numpy`: no torch.
 """
 
-import json
 import os
 import re
 from typing import Any
@@ -20,8 +19,11 @@ from typing import Any
 import numpy as np
 
 from aigc_jax.errors import UserError
+from aigc_jax.pretrained import files
 
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+CONVERT_HINT = ("AutoencoderKL weights are read from safetensors; convert a .bin or .ckpt with "
+                "diffusers' save_pretrained")
 CLASS_NAME = "AutoencoderKL"
 # diffusers' older attention names (checkpoints saved before diffusers 0.14) -> current ones.
 LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
@@ -39,15 +41,8 @@ def find_dir(directory: str) -> str:
 
 def read_config(directory: str) -> dict[str, Any]:
     """`directory/config.json` as a dict; missing or malformed is a UserError naming it."""
-    path = os.path.join(directory, "config.json")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path} is missing; a diffusers AutoencoderKL directory has "
-                        f"config.json and {WEIGHTS_FILE}.") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path} cannot be read: {e}.") from None
+    return files.read_config(directory, f"a diffusers AutoencoderKL directory has config.json "
+                             f"and {WEIGHTS_FILE}")
 
 
 def architecture(hf: dict[str, Any], where: str) -> dict[str, Any]:
@@ -184,17 +179,8 @@ def _to_ours(value: np.ndarray, kind: str) -> np.ndarray:
 def read_tensors(directory: str) -> tuple[dict[str, np.ndarray], str]:
     """Every tensor of `directory/diffusion_pytorch_model.safetensors` (legacy attention names
     renamed) and that path for messages; a missing or unreadable file is a UserError."""
-    from safetensors.numpy import load_file
-
     path = os.path.join(directory, WEIGHTS_FILE)
-    if not os.path.exists(path):
-        raise UserError(f"{path} is missing (AutoencoderKL weights are read from safetensors; "
-                        "convert a .bin or .ckpt with diffusers' save_pretrained).")
-    try:
-        loaded = load_file(path)
-    except Exception as e:  # safetensors raises its own types (bad header, bfloat16, ...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path} cannot be read as numpy safetensors: {first}") from None
+    loaded = files.load_tensors(path, CONVERT_HINT)
     return {_current_name(k): v for k, v in loaded.items()}, path
 
 
@@ -208,18 +194,8 @@ def _current_name(key: str) -> str:
 
 def tensor_shapes(directory: str) -> tuple[dict[str, tuple[int, ...]], str]:
     """The shape of every tensor in the weights file, read from its header only (no data)."""
-    from safetensors import safe_open
-
     path = os.path.join(directory, WEIGHTS_FILE)
-    if not os.path.exists(path):
-        raise UserError(f"{path} is missing (AutoencoderKL weights are read from safetensors; "
-                        "convert a .bin or .ckpt with diffusers' save_pretrained).")
-    try:
-        with safe_open(path, "np") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-    except Exception as e:  # safetensors raises its own types (bad header, ...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path} cannot be read as safetensors: {first}") from None
+    shapes = files.tensor_shapes(path, CONVERT_HINT)
     return {_current_name(k): v for k, v in shapes.items()}, path
 
 
@@ -281,12 +257,4 @@ def from_params(params: dict, levels: int) -> dict[str, np.ndarray]:
 
 def write(out_dir: str, tensors: dict[str, np.ndarray], config: dict[str, Any]) -> list[str]:
     """`diffusion_pytorch_model.safetensors` and `config.json` in `out_dir` (created)."""
-    from safetensors.numpy import save_file
-
-    os.makedirs(out_dir, exist_ok=True)
-    weights = os.path.join(out_dir, WEIGHTS_FILE)
-    save_file(tensors, weights, metadata={"format": "pt"})
-    cfg_path = os.path.join(out_dir, "config.json")
-    with open(cfg_path, "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-    return [weights, cfg_path]
+    return files.write(out_dir, WEIGHTS_FILE, tensors, config)
