@@ -8,6 +8,18 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+# One persistent XLA compilation cache for the whole session, inherited by the xdist workers
+# and by every CLI subprocess (kill/resume tests start the same tiny programs many times): a
+# cached executable is loaded instead of compiled again. Set before jax is imported.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="aigc_jax_tests_xla_")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
+
 
 def load_config(name: str, variant: str):
     """`configs/<name>.py:get_config(variant)` without going through absl flags."""

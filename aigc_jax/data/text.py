@@ -50,6 +50,9 @@ class TextDataset:
         self.num_tokens = len(tokens)
         # Eval windows: tokens[k*T : k*T + T + 1], so every target after the first is scored once.
         self.num_examples = (self.num_tokens - 1) // block_size
+        self._init_eval_order()
+
+    def _init_eval_order(self) -> None:
         self._eval_order = rng_for(EVAL_SEED, 1).permutation(self.num_examples)
 
     def eval_order(self, idx: np.ndarray) -> np.ndarray:

@@ -71,18 +71,11 @@ class TokenFileDataset(text_lib.TextDataset):
     def __init__(self, path: str, dtype: np.dtype, expected: int | None, block_size: int,
                  seed: int, tokenizer_info: dict, source: str):
         self.path, self.dtype, self.expected = path, np.dtype(dtype), expected
-        self._init(open_tokens(path, self.dtype, expected), block_size, seed, tokenizer_info,
-                   source)
+        super().__init__(open_tokens(path, self.dtype, expected), block_size, seed,
+                         tokenizer_info, source)
 
-    def _init(self, tokens, block_size, seed, tokenizer_info, source):
-        if len(tokens) < block_size + 2:
-            raise UserError(f"the {source} split has {len(tokens)} tokens, fewer than "
-                            f"model.block_size + 2 = {block_size + 2}; use more text or a "
-                            "smaller block_size.")
-        self.tokens, self.block_size, self.seed = tokens, block_size, seed
-        self.tokenizer_info, self.source = tokenizer_info, source
-        self.num_tokens = len(tokens)
-        self.num_examples = (self.num_tokens - 1) // block_size
+    def _init_eval_order(self) -> None:
+        # An affine shuffle k -> a*k + c (mod n), a coprime to n: no O(n) permutation array.
         rng = rng_for(text_lib.EVAL_SEED, 1)
         n = self.num_examples
         a = int(rng.integers(1, max(n, 2)))

@@ -24,6 +24,25 @@ def downsampling_factor(ch_mult: Sequence[int]) -> int:
     return 2 ** (len(ch_mult) - 1)
 
 
+def _level(h: jax.Array, width: int, num_blocks: int, prefix: str,
+           attn_resolutions: Sequence[int], block: dict, train: bool) -> jax.Array:
+    """One level: `num_blocks` ResBlocks `{prefix}_block_i`, each followed by an AttnBlock
+    `{prefix}_attn_i` at the resolutions in `attn_resolutions` (called inside a compact method)."""
+    for i in range(num_blocks):
+        h = ResBlock(width, name=f"{prefix}_block_{i}", **block)(h, None, train)
+        if h.shape[1] in attn_resolutions:
+            h = AttnBlock(num_groups=block["num_groups"], dtype=block["dtype"],
+                          name=f"{prefix}_attn_{i}")(h)
+    return h
+
+
+def _mid_block(h: jax.Array, block: dict, train: bool) -> jax.Array:
+    """The mid-block of encoder and decoder: ResBlock, AttnBlock, ResBlock at h's width."""
+    h = ResBlock(h.shape[-1], name="mid_block_1", **block)(h, None, train)
+    h = AttnBlock(num_groups=block["num_groups"], dtype=block["dtype"], name="mid_attn_1")(h)
+    return ResBlock(h.shape[-1], name="mid_block_2", **block)(h, None, train)
+
+
 class Encoder(nn.Module):
     """x [B, H, W, C] in [-1, 1] -> h [B, H/f, W/f, out_channels]."""
 
@@ -41,17 +60,11 @@ class Encoder(nn.Module):
         block = dict(dropout=self.dropout, num_groups=self.num_groups, dtype=self.dtype)
         h = nn.Conv(self.ch, (3, 3), dtype=self.dtype, name="conv_in")(x)
         for level, mult in enumerate(self.ch_mult):
-            for i in range(self.num_res_blocks):
-                h = ResBlock(self.ch * mult, name=f"down_{level}_block_{i}", **block)(
-                    h, None, train)
-                if h.shape[1] in self.attn_resolutions:
-                    h = AttnBlock(num_groups=self.num_groups, dtype=self.dtype,
-                                  name=f"down_{level}_attn_{i}")(h)
+            h = _level(h, self.ch * mult, self.num_res_blocks, f"down_{level}",
+                       self.attn_resolutions, block, train)
             if level != len(self.ch_mult) - 1:
                 h = Downsample(self.dtype, name=f"down_{level}_downsample")(h)
-        h = ResBlock(h.shape[-1], name="mid_block_1", **block)(h, None, train)
-        h = AttnBlock(num_groups=self.num_groups, dtype=self.dtype, name="mid_attn_1")(h)
-        h = ResBlock(h.shape[-1], name="mid_block_2", **block)(h, None, train)
+        h = _mid_block(h, block, train)
         h = nn.swish(GroupNorm32(self.num_groups, name="norm_out")(h)).astype(self.dtype)
         return nn.Conv(self.out_channels, (3, 3), dtype=self.dtype, name="conv_out")(h)
 
@@ -76,16 +89,10 @@ class Decoder(nn.Module):
     def __call__(self, z: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
         block = dict(dropout=self.dropout, num_groups=self.num_groups, dtype=self.dtype)
         h = nn.Conv(self.ch * self.ch_mult[-1], (3, 3), dtype=self.dtype, name="conv_in")(z)
-        h = ResBlock(h.shape[-1], name="mid_block_1", **block)(h, None, train)
-        h = AttnBlock(num_groups=self.num_groups, dtype=self.dtype, name="mid_attn_1")(h)
-        h = ResBlock(h.shape[-1], name="mid_block_2", **block)(h, None, train)
+        h = _mid_block(h, block, train)
         for level in reversed(range(len(self.ch_mult))):
-            for i in range(self.num_res_blocks + 1):
-                h = ResBlock(self.ch * self.ch_mult[level], name=f"up_{level}_block_{i}",
-                             **block)(h, None, train)
-                if h.shape[1] in self.attn_resolutions:
-                    h = AttnBlock(num_groups=self.num_groups, dtype=self.dtype,
-                                  name=f"up_{level}_attn_{i}")(h)
+            h = _level(h, self.ch * self.ch_mult[level], self.num_res_blocks + 1, f"up_{level}",
+                       self.attn_resolutions, block, train)
             if level != 0:
                 h = Upsample(self.dtype, name=f"up_{level}_upsample")(h)
         h = nn.swish(GroupNorm32(self.num_groups, name="norm_out")(h)).astype(jnp.float32)

@@ -91,35 +91,31 @@ def conv_up2(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
     return jnp.stack(rows, 2).reshape(b, 2 * h, 2 * w, -1)  # [B, H, 2, W, 2, Cout] -> image
 
 
-class Down2(nn.Module):
+class _Conv4x4Stride2(nn.Module):
+    """A 4x4 stride-2 convolution (`_op`: conv_down2 or conv_up2) with flax's parameters."""
+
+    features: int
+    use_bias: bool = True
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    impl: str = "auto"
+    _op = staticmethod(conv_down2)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features))
+        y = self._op(x, kernel, resolve_impl(self.impl))
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        return y
+
+
+class Down2(_Conv4x4Stride2):
     """nn.Conv(features, (4, 4), (2, 2), "SAME") with a choice of implementation."""
 
-    features: int
-    use_bias: bool = True
-    kernel_init: Callable = nn.initializers.lecun_normal()
-    impl: str = "auto"
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features))
-        y = conv_down2(x, kernel, resolve_impl(self.impl))
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
-        return y
+    _op = staticmethod(conv_down2)
 
 
-class Up2(nn.Module):
+class Up2(_Conv4x4Stride2):
     """nn.ConvTranspose(features, (4, 4), (2, 2), "SAME") with a choice of implementation."""
 
-    features: int
-    use_bias: bool = True
-    kernel_init: Callable = nn.initializers.lecun_normal()
-    impl: str = "auto"
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features))
-        y = conv_up2(x, kernel, resolve_impl(self.impl))
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
-        return y
+    _op = staticmethod(conv_up2)
