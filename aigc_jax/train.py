@@ -54,12 +54,15 @@ class Run:
     resumed run reloads each component at the step its first launch recorded.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str, need_data: bool = True):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, need_data: bool = True,
+                 training: bool = True):
         parallel.maybe_initialize_distributed()
         config = pretrained.resolve_config(config)  # init_from.hf: the checkpoint's shape
         self.config, self.workdir = config, workdir
         self.mesh = parallel.create_mesh(config)
-        parallel.check_batch_size(int(config.train.batch_size), self.mesh)
+        self.training = training
+        if training:  # eval and sample pad their batches to the devices instead
+            parallel.check_batch_size(int(config.train.batch_size), self.mesh)
         self.rep = parallel.replicated(self.mesh)
         self.ckpt = Checkpointer(workdir, int(config.train.get("keep_checkpoints", 3)),
                                  bool(config.train.get("async_checkpoint", True)))
@@ -101,12 +104,17 @@ class Run:
             return json.load(f)
 
     def example_batch(self) -> dict:
-        """A global batch with the train batch's shapes (from data, or zeros in sample mode)."""
+        """A global batch with the train batch's shapes (from data, or zeros in sample mode);
+        outside training its size is rounded up to split over this mesh's devices, so a run
+        trained on other devices still evaluates and samples."""
+        batch_size = int(self.config.train.batch_size)
+        if not self.training:
+            batch_size = parallel.padded_batch_size(batch_size, self.mesh)
         if self.train_ds is not None:
-            local = self.train_ds.train_batch(0, int(self.config.train.batch_size),
-                                              jax.process_index(), jax.process_count())
+            local = self.train_ds.train_batch(0, batch_size, jax.process_index(),
+                                              jax.process_count())
         else:
-            local = {k: np.zeros((int(self.config.train.batch_size) // jax.process_count(),
+            local = {k: np.zeros((batch_size // jax.process_count(),
                                   *shape), dtype)
                      for k, (shape, dtype) in self.method_example_spec().items()}
         return parallel.shard_batch(self.mesh, local)
@@ -453,7 +461,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
              num_samples: int | None = None) -> dict[str, Any]:
     """`--mode=eval`: full test-split metrics plus the method's extras, to `eval/<step>.json`."""
     _require_workdir(workdir, "eval", config)
-    run = Run(config, workdir)
+    run = Run(config, workdir, training=False)
     config = run.config
     try:
         state = run.restore_for_use()
@@ -498,7 +506,7 @@ def load_trained(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, 
     """A data-free Run of a finished `workdir` and its newest state, checkpoints closed: for
     `--mode=sample` and scripts that only read a trained model (figures, tables)."""
     _require_workdir(workdir, "sample", config)
-    run = Run(config, workdir, need_data=False)
+    run = Run(config, workdir, need_data=False, training=False)
     try:
         return run, run.restore_for_use()
     finally:

@@ -84,6 +84,22 @@ def test_sample_never_overwrites_earlier_samples(trained):
     assert tree_digest(trained) == before
 
 
+def test_a_one_device_run_samples_and_evaluates_on_eight_devices(trained):
+    """train.batch_size (50) does not split over 8 devices: only training needs it to."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    r = cli("--config=configs/vae.py:tiny", f"--workdir={trained}", "--mode=sample",
+            "--num_samples=6", "--output=eight_devices", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert np.load(os.path.join(trained, "eight_devices.npz"))["images"].shape[0] == 6
+    r = cli("--config=configs/vae.py:tiny", f"--workdir={trained}", "--mode=eval",
+            "--config.eval.nll_samples=40", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "nll_iwae_k40" in json.load(open(os.path.join(trained, "eval", "20.json")))
+    line = _error_line(cli(*TRAIN_FLAGS, f"--workdir={trained}", "--config.train.num_steps=40",
+                           env=env))
+    assert "train.batch_size=50 must be a positive multiple of the 8 devices" in line
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_signal_checkpoints_and_exits_with_the_preempted_status(tmp_path, sig):
     workdir = tmp_path / "stopped"
