@@ -7,29 +7,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from aigc_jax.errors import UserError
+from aigc_jax.pixels import to_float, to_uint8  # noqa: F401  (re-exported: one spelling)
 
 EXTRACTORS = ("digits", "mnist", "inception")
-
-
-def to_float(images: jax.Array, value_range: tuple[float, float] = (-1.0, 1.0)) -> jax.Array:
-    """uint8 images [B, H, W, C] to float32 in `value_range` ([-1, 1] for diffusion, GANs and
-    autoencoders; [0, 1] for Bernoulli likelihoods)."""
-    lo, hi = value_range
-    return images.astype(jnp.float32) * ((hi - lo) / 255.0) + lo
-
-
-def to_uint8(x: jax.Array, value_range: tuple[float, float] = (-1.0, 1.0)) -> jax.Array:
-    """Float images in `value_range` to uint8 pixels (rounded, clipped); uint8 passes through.
-    Works on numpy arrays as well as jax ones."""
-    if x.dtype == np.uint8:
-        return x
-    lo, hi = value_range
-    return jnp.clip(jnp.round((x - lo) * (255.0 / (hi - lo))), 0, 255).astype(jnp.uint8)
 
 
 def check_choice(key: str, value: Any, known: Iterable) -> None:

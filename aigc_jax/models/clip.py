@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from aigc_jax.data.words import EOT
 from aigc_jax.models.gpt import Block, GPTConfig
 from aigc_jax.models.layers import Dense, GroupNorm32, ResBlock, avg_pool2, normal_init
+from aigc_jax.pixels import to_float
 
 IMAGE_TOWERS = ("vit", "resnet")
 
@@ -150,7 +151,7 @@ class CLIP(nn.Module):
 
     def image_features(self, images: jax.Array) -> jax.Array:
         """uint8 images [B, H, W, C] -> the image tower's features before the projection."""
-        return self.visual(images.astype(jnp.float32) / 127.5 - 1.0)
+        return self.visual(to_float(images))
 
     def encode_image(self, images: jax.Array) -> jax.Array:
         """uint8 images [B, H, W, C] -> L2-normalised embeddings [B, embed_dim]."""
