@@ -52,6 +52,11 @@ def get_config(variant: str = "captioned_digits") -> ml_collections.ConfigDict:
     c.clip.text_layers = 4
     c.clip.text_heads = 4
     c.clip.dtype = "float32"
+    # Hard-negative captions (NegCLIP): each group lists interchangeable words; every caption
+    # also enters the image -> text loss with its group words swapped, as a text no image
+    # matches. () turns it off.
+    c.clip.hard_negative_groups = ()
+    c.clip.hard_negative_copies = 1  # swapped copies of each caption (<= group size - 1 distinct)
     # Zero-shot evaluation: prompt ensembles, each template filled with every value of the
     # attributes it names besides the one being classified (averaged, normalised).
     c.clip.zero_shot_digit_templates = ("a {digit}", "the digit {digit}", "a white {digit}",
@@ -80,9 +85,15 @@ def get_config(variant: str = "captioned_digits") -> ml_collections.ConfigDict:
 
     if variant == "captioned_digits":
         # About 20 minutes on a shared 2-core CPU (BENCHMARKS.md, CLIP).
-        c.clip.vision_width, c.clip.vision_layers = 64, 2
+        c.clip.image_tower = "resnet"  # its features carry digit shape (the ViT's less)
+        c.clip.resnet_widths = (16, 32, 64)
+        c.clip.vision_width, c.clip.vision_layers = 64, 2  # the `vit` option
         c.clip.text_width, c.clip.text_layers = 64, 2
         c.clip.embed_dim = 64
+        # Most in-batch negatives already differ in colour, size or place, so the digit word
+        # alone gets little gradient; a digit-swapped copy of every caption supplies it.
+        c.clip.hard_negative_groups = ("0 1 2 3 4 5 6 7 8 9",)
+        c.clip.hard_negative_copies = 9  # every other digit: a 10-way digit choice per image
         c.train.batch_size = 128
         c.train.num_steps = 1000
         c.train.checkpoint_every = 250

@@ -2,7 +2,8 @@
 couple of steps, in one process (XLA_FLAGS must give it 8 host devices before JAX starts).
 
 Usage: python tests/stress_worker.py WORKDIR NUM_RUNS [STEPS]. Prints one line per finished run; a
-hang is caught by the caller's timeout, an abort by its exit status.
+hang is caught by the caller's timeout, an abort by its exit status. AIGC_STRESS_NO_SAVE_WAIT=1
+takes out the checkpointer's wait for the state before a save (the fix), to see the race.
 """
 
 import os
@@ -14,7 +15,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 from conftest import tiny_vae_config  # noqa: E402
 
-from aigc_jax import train  # noqa: E402
+from aigc_jax import checkpoint, train  # noqa: E402
+
+if os.environ.get("AIGC_STRESS_NO_SAVE_WAIT") == "1":  # the loop as it was before the fix
+    import types
+
+    checkpoint.jax = types.SimpleNamespace(**{**vars(jax), "block_until_ready": lambda x: x})
 
 
 def main(workdir: str, num_runs: int, steps: int) -> None:

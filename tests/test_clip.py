@@ -16,11 +16,12 @@ import pytest
 from conftest import REPO, load_config
 
 from aigc_jax import components, parallel, train
-from aigc_jax.data import create_dataset
+from aigc_jax.data import captions, create_dataset
+from aigc_jax.data.words import WordTokenizer
 from aigc_jax.errors import UserError
 from aigc_jax.methods import contrastive
 from aigc_jax.methods.contrastive import losses
-from aigc_jax.methods.contrastive.method import clip_config, validate
+from aigc_jax.methods.contrastive.method import clip_config, swap_words, validate, word_groups
 from aigc_jax.models.clip import CLIP
 
 
@@ -51,6 +52,58 @@ def test_infonce_matches_a_hand_computation():
     i2t = -(0.5 * row0[0] + 0.5 * row0[1]) + lse
     t2i = -(0.5 * col0[0] + 0.5 * col0[1]) + math.log(np.exp(col0).sum())
     np.testing.assert_allclose(got[0], (i2t + t2i) / 2, rtol=1e-5)
+
+
+def test_hard_negative_texts_join_only_the_image_to_text_side():
+    rng = np.random.default_rng(2)
+    img, txt, extra, scale = (_unit(rng, (4, 3)), _unit(rng, (4, 3)), _unit(rng, (2, 3)), 5.0)
+    got = losses.infonce(jnp.asarray(img), jnp.asarray(txt), scale, 0.0,
+                         extra_txt=jnp.asarray(extra))
+    cols = np.concatenate([txt, extra])
+    for i in range(4):
+        row, col = scale * img[i] @ cols.T, scale * img @ txt[i]
+        i2t = -row[i] + math.log(np.exp(row).sum())  # 4 + 2 candidates
+        t2i = -col[i] + math.log(np.exp(col).sum())  # the 4 images only
+        np.testing.assert_allclose(got[i], (i2t + t2i) / 2, rtol=1e-5)
+    # A hard negative equal to image 0's caption counts as one of its positives.
+    both = np.zeros((4, 2), bool)
+    both[0, 1] = True
+    got = losses.infonce(jnp.asarray(img), jnp.asarray(txt), scale, 0.0,
+                         extra_txt=jnp.asarray(extra), extra_positives=jnp.asarray(both))
+    row = scale * img[0] @ cols.T
+    i2t = -(row[0] + row[5]) / 2 + math.log(np.exp(row).sum())
+    col = scale * img @ txt[0]
+    np.testing.assert_allclose(got[0], (i2t - col[0] + math.log(np.exp(col).sum())) / 2,
+                               rtol=1e-5)
+    sig = losses.sigmoid(jnp.asarray(img), jnp.asarray(txt), scale, -1.0,
+                         extra_txt=jnp.asarray(extra))
+    logits = scale * img @ cols.T - 1.0
+    z = np.where(np.eye(4, 6, dtype=bool), 1.0, -1.0)
+    np.testing.assert_allclose(sig, -np.log(1 / (1 + np.exp(-z * logits))).sum(1), rtol=1e-5)
+
+
+def test_swap_words_replaces_each_group_word_with_another_of_its_group():
+    tok = WordTokenizer(captions.caption_words(), 16)
+    tables = word_groups(("0 1 2 3 4 5 6 7 8 9", "red blue"), tok)
+    texts = ["a red 7 in the top left", "a 3 left of a 9", "a blue 0"] * 20
+    tokens = jnp.asarray(tok.encode_batch(texts))
+    hard = np.asarray(swap_words(jax.random.PRNGKey(0), tokens, tables))
+    digits = {tok.index[str(d)] for d in range(10)}
+    colours = {tok.index["red"], tok.index["blue"]}
+    for before, after in zip(np.asarray(tokens), hard, strict=True):
+        for a, b in zip(before, after, strict=True):
+            if a in digits:
+                assert b in digits and b != a
+            elif a in colours:
+                assert b in colours and b != a
+            else:
+                assert a == b
+    assert len({tuple(h) for h in hard[0::3]}) > 5  # the swaps are drawn, not fixed
+    nine = np.asarray(swap_words(jax.random.PRNGKey(1), tokens[:1], tables, copies=9))
+    seven = tok.index["7"]
+    assert sorted(nine[:, list(tokens[0]).index(seven)]) == sorted(digits - {seven})
+    with pytest.raises(UserError, match="purple not in the caption vocabulary"):
+        word_groups(("red purple",), tok)
 
 
 def test_siglip_matches_a_hand_computation():

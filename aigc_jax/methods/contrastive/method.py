@@ -20,7 +20,7 @@ from aigc_jax.methods.contrastive.losses import LOSSES
 from aigc_jax.models.clip import CLIP, IMAGE_TOWERS, CLIPConfig
 from aigc_jax.models.layers import count_params, resolve_dtype
 from aigc_jax.optim import create_optimizer, create_schedule
-from aigc_jax.state import TrainState, apply_gradients, create_state, global_norm
+from aigc_jax.state import TrainState, apply_gradients, create_state, global_norm, step_rng
 
 DUPLICATES = ("negative", "positive")
 
@@ -46,6 +46,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"config.clip.patch_size={c.patch_size} must divide the image size "
                         f"{image_size}.")
     resolve_dtype(str(c.dtype), "clip.dtype")
+    for group in c.hard_negative_groups:
+        if len(str(group).split()) < 2:
+            raise UserError(f"config.clip.hard_negative_groups has {group!r}: each group names "
+                            "two or more interchangeable words, separated by spaces.")
+    if int(c.hard_negative_copies) < 1:
+        raise UserError(f"config.clip.hard_negative_copies={c.hard_negative_copies} must be >= 1.")
 
 
 def clip_config(config: ml_collections.ConfigDict, info: dict) -> CLIPConfig:
@@ -73,6 +79,48 @@ def positives_mask(tokens: jax.Array, duplicates: str) -> jax.Array | None:
     return jnp.all(tokens[:, None, :] == tokens[None, :, :], axis=-1)
 
 
+def word_groups(groups, tokenizer: WordTokenizer) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Tables for `swap_words`: per vocabulary id its group (-1: none) and place in it, and
+    the groups' members [G, K] (padded) with their sizes [G]."""
+    vocab = tokenizer.vocab_size
+    group_of, place = [-1] * vocab, [0] * vocab
+    members = [tokenizer_ids(str(g), tokenizer) for g in groups]
+    width = max((len(m) for m in members), default=1)
+    for g, ids in enumerate(members):
+        for k, i in enumerate(ids):
+            group_of[i], place[i] = g, k
+    table = [m + [m[0]] * (width - len(m)) for m in members] or [[0]]
+    return (jnp.asarray(group_of, jnp.int32), jnp.asarray(place, jnp.int32),
+            jnp.asarray(table, jnp.int32), jnp.asarray([len(m) for m in members] or [1]))
+
+
+def tokenizer_ids(group: str, tokenizer: WordTokenizer) -> list[int]:
+    """The ids of a hard-negative group's words; a word outside the vocabulary is an error."""
+    unknown = [w for w in group.split() if w not in tokenizer.index]
+    if unknown:
+        raise UserError(f"config.clip.hard_negative_groups: {', '.join(unknown)} not in the "
+                        "caption vocabulary.")
+    return [tokenizer.index[w] for w in group.split()]
+
+
+def swap_words(rng: jax.Array, tokens: jax.Array, tables, copies: int = 1) -> jax.Array:
+    """Hard-negative captions [copies * B, T]: every word of a group replaced by another word
+    of its group (NegCLIP's swaps); other tokens are kept. Copy j of a caption shifts each
+    such word by r + j places in its group (r random per word), so up to size - 1 copies
+    name distinct other words: with 9 copies a one-digit caption meets every other digit."""
+    group_of, place, members, sizes = tables
+    g = group_of[tokens]
+    size = sizes[jnp.maximum(g, 0)]
+    others = jnp.maximum(size - 1, 1)
+    r = jax.random.randint(rng, tokens.shape, 0, others)
+    out = []
+    for j in range(copies):
+        shift = 1 + (r + j) % others
+        other = members[jnp.maximum(g, 0), (place[tokens] + shift) % size]
+        out.append(jnp.where(g >= 0, other, tokens))
+    return jnp.concatenate(out, 0)
+
+
 def create(config: ml_collections.ConfigDict, info: dict, components=None) -> Method:
     """The contrastive Method for `config` on the image-text data described by `info`."""
     cfg = clip_config(config, info)
@@ -85,17 +133,28 @@ def create(config: ml_collections.ConfigDict, info: dict, components=None) -> Me
     ema_decay = float(config.train.ema_decay)
     tokenizer = WordTokenizer.from_info(info["tokenizer"])
 
-    def losses(params, batch):
-        img, txt, scale, bias = model.apply(params, batch["image"], batch["tokens"])
-        per_example = loss_fn(img, txt, scale, bias, positives_mask(batch["tokens"], duplicates))
+    groups = tuple(config.clip.hard_negative_groups)
+    tables = word_groups(groups, tokenizer)
+    copies = int(config.clip.hard_negative_copies)
+
+    def losses(params, batch, rng=None):
+        tokens = batch["tokens"]
+        img, txt, scale, bias = model.apply(params, batch["image"], tokens)
+        extra = {}
+        if groups and rng is not None:  # training only: eval scores the plain loss
+            hard = swap_words(rng, tokens, tables, copies)
+            extra = {"extra_txt": model.apply(params, hard, method=CLIP.encode_text)[1],
+                     "extra_positives": jnp.all(tokens[:, None] == hard[None], -1)}
+        per_example = loss_fn(img, txt, scale, bias, positives_mask(tokens, duplicates),
+                              **extra)
         logits = img @ txt.T
         pos = positives_mask(batch["tokens"], "positive")
         i2t = jnp.take_along_axis(pos, logits.argmax(1)[:, None], 1)[:, 0]
         return per_example, {"i2t_top1": i2t.astype(jnp.float32), "logit_scale": scale,
                              "logit_bias": bias, "temperature": 1.0 / scale}
 
-    def loss_and_aux(params, batch):
-        per_example, aux = losses(params, batch)
+    def loss_and_aux(params, batch, rng):
+        per_example, aux = losses(params, batch, rng)
         return per_example.mean(), aux
 
     grad_fn = jax.value_and_grad(loss_and_aux, has_aux=True)
@@ -105,7 +164,7 @@ def create(config: ml_collections.ConfigDict, info: dict, components=None) -> Me
         return create_state(params, tx, jax.random.fold_in(rng, 1))
 
     def train_step(state: TrainState, batch: dict, frozen=None):
-        (loss, aux), grads = grad_fn(state.params, batch)
+        (loss, aux), grads = grad_fn(state.params, batch, step_rng(state))
         metrics = {"loss": loss, "grad_norm": global_norm(grads),
                    "learning_rate": schedule(state.step), **aux,
                    "i2t_top1": aux["i2t_top1"].mean()}
