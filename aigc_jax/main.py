@@ -1,10 +1,11 @@
 """Command-line entry point: `python -m aigc_jax.main --config=configs/vae.py:digits --workdir=DIR`.
 
-Flags: --mode=train|eval|sample|import, --num_samples=N, --prompt=TEXT (GPT), --output=NAME
-(sample); anything else is a `--config.<key>=<value>` override. Eval and sample take the model
-from the run's config.json; import writes `config.init_from.hf`'s weights as step 0 of a new
-workdir. A UserError prints as one line and exits with status 2; a run stopped by SIGTERM or
-SIGINT, with its checkpoint saved, exits with status 75.
+Flags: --mode=train|eval|sample|import, --num_samples=N, --prompt=TEXT (GPT, DALL-E, text
+diffusion), --prompts_file=PATH (text diffusion: one prompt a line), --output=NAME (sample);
+anything else is a `--config.<key>=<value>` override. Eval and sample take the model from the
+run's config.json; import writes `config.init_from.hf`'s weights as step 0 of a new workdir. A
+UserError prints as one line and exits with status 2; a run stopped by SIGTERM or SIGINT, with
+its checkpoint saved, exits with status 75.
 """
 
 import os
@@ -27,7 +28,9 @@ flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "import"],
                   "What to do (import: write config.init_from.hf's weights as step 0 of a new "
                   "workdir).")
 flags.DEFINE_integer("num_samples", None, "Samples to draw (sample mode) or to evaluate on.")
-flags.DEFINE_string("prompt", None, "Prompt text for GPT sampling.")
+flags.DEFINE_string("prompt", None, "Prompt text for sampling (GPT, DALL-E, text diffusion).")
+flags.DEFINE_string("prompts_file", None, "Sample mode, text diffusion: a file of prompts, one "
+                    "a line (--num_samples images each).")
 flags.DEFINE_string("output", None, "Sample mode: name of the output files in the workdir "
                     "(NAME.png/.npz/.txt); default samples, samples_1, ... (never overwritten).")
 
@@ -100,7 +103,21 @@ def run(argv: list[str]) -> None:
     else:
         num = FLAGS.num_samples if FLAGS.num_samples is not None else int(config.num_samples)
         kwargs = {} if FLAGS.prompt is None else {"prompt": FLAGS.prompt}
+        if FLAGS.prompts_file is not None:
+            kwargs["prompts"] = read_prompts(FLAGS.prompts_file)
         train.sample(config, FLAGS.workdir, num, output=FLAGS.output, **kwargs)
+
+
+def read_prompts(path: str) -> list[str]:
+    """The non-empty lines of a prompts file, or a one-line error naming it."""
+    try:
+        with open(path) as f:
+            prompts = [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        raise UserError(f"--prompts_file={path!r} cannot be read ({e.strerror}).") from None
+    if not prompts:
+        raise UserError(f"--prompts_file={path!r} holds no prompts (one per line).")
+    return prompts
 
 
 def main(argv: list[str]) -> None:

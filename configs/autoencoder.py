@@ -1,6 +1,7 @@
 """First-stage autoencoders for latent models: LDM's KL autoencoder, VQ-VAE/VQGAN and FSQ.
 
-Variants: digits (16x16, KL, offline CPU default), digits_vq, mnist_kl_f4 / mnist_vq_f4
+Variants: digits (16x16, KL, offline CPU default), digits_vq, captioned_digits_vq (DALL-E's
+tokenizer), captioned_digits_kl (latent diffusion's, configs/ldm.py), mnist_kl_f4 / mnist_vq_f4
 (MNIST IDX files at --config.data.path, 28x28 padded to 32, 9k/1k split of the IDX test
 files), celeba64 (KL-f4 on tfds celeb_a at 64x64), imagenet_kl_f4 / imagenet_kl_f8 (the
 paper's recipes, for GPUs), tiny (seconds on CPU, tests).
@@ -13,8 +14,8 @@ import ml_collections
 
 from aigc_jax.config_base import base_config
 
-VARIANTS = ("digits", "digits_vq", "captioned_digits_vq", "mnist_kl_f4", "mnist_vq_f4",
-            "celeba64", "imagenet_kl_f4", "imagenet_kl_f8", "tiny")
+VARIANTS = ("digits", "digits_vq", "captioned_digits_vq", "captioned_digits_kl", "mnist_kl_f4",
+            "mnist_vq_f4", "celeba64", "imagenet_kl_f4", "imagenet_kl_f8", "tiny")
 
 
 def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
@@ -97,6 +98,24 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         c.train.eval_every = 400
         c.train.checkpoint_every = 400
         c.eval.extractor = ""  # the digits features are for 8x8 gray images
+    elif variant == "captioned_digits_kl":
+        # Latent diffusion's first stage (configs/ldm.py): 32x32 RGB captioned digits -> 8x8x4
+        # KL latents (f = 4, LDM's KL-f4 shape); sized for minutes on a shared 2-core CPU.
+        c.data.name = "captioned_digits"
+        c.data.image_size = 32
+        c.data.glyphs = "digits"
+        c.data.hold_out_templates = False  # images only: every template's compositions
+        c.data.num_train_examples = 50_000
+        c.data.num_test_examples = 1000
+        m.ch, m.ch_mult, m.z_channels = 16, (1, 2, 2), 4
+        m.num_groups = 8
+        c.train.batch_size = 32
+        c.train.num_steps = 800
+        c.train.log_every = 50
+        c.train.eval_every = 400
+        c.train.checkpoint_every = 400
+        c.eval.extractor = ""  # the digits features are for 8x8 gray images
+        c.eval.latent_stats_examples = 5000
     elif variant in ("mnist_kl_f4", "mnist_vq_f4"):
         c.data.name = "idx"
         c.data.path = "/work/shared/data/mnist"

@@ -27,7 +27,9 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     c.diffusion.min_snr_gamma = 5.0
     c.diffusion.hybrid_lambda = 0.001  # weight of L_vlb in the hybrid objective
     c.diffusion.label_dropout = 0.0  # class-conditional: share of labels set to the null class
-    c.diffusion.schedule = "linear"  # linear | cosine
+    c.diffusion.text = "none"  # none | frozen (components.text_encoder) | joint (trained here)
+    c.diffusion.prompt_dropout = 0.0  # text: share of captions set to the empty prompt
+    c.diffusion.schedule = "linear"  # linear | cosine | scaled_linear (LDM's)
     c.diffusion.num_timesteps = 1000
     c.diffusion.beta_start = 1e-4  # linear; scaled by 1000 / num_timesteps
     c.diffusion.beta_end = 0.02
@@ -46,6 +48,11 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     c.model.dropout = 0.1
     c.model.num_classes = 0  # > 0: class-conditional with a null class for guidance
     c.model.num_groups = 32
+    c.model.transformer_depth = 1  # text: SpatialTransformer blocks at each attention site
+    c.model.transformer_heads = 4
+    c.model.text_width = 128  # diffusion.text=joint: the text transformer trained with the UNet
+    c.model.text_layers = 2
+    c.model.text_heads = 4
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
 
     c.sampler = ml_collections.ConfigDict()
@@ -68,10 +75,18 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     c.eval.fid_num_samples = 50_000  # --mode=eval sample-quality N (0: off)
     c.eval.fid_batch_size = 250
     c.eval.cache_dir = ""  # reference statistics cache ("": ~/.cache/aigc_jax/reference)
+    c.eval.guidance_scales = ()  # text: --mode=eval sweep (empty: sampler.guidance_scale)
+    c.eval.num_prompts = 200  # text: held-out test prompts sampled in --mode=eval
+    c.eval.sample_batch = 250  # text: images per compiled sampling call in --mode=eval
+    c.prompts = ()  # text: default prompts of sample grids (--prompt / --prompts_file override)
 
     # Latent diffusion: set this to a trained run that exports the Autoencoder role (e.g. a
     # VAE run); the model then learns its latents and samples are decoded by it.
     c.components.autoencoder = component()
+    # Text conditioning (configs/ldm.py): a CLIP run's text tower (diffusion.text=frozen) and,
+    # for FD and CLIP score in --mode=eval, its image tower (the same workdir).
+    c.components.text_encoder = component()
+    c.components.image_encoder = component()
 
     if variant in ("digits", "digits_cond", "tiny"):
         # sklearn's 8x8 digits resized to 16x16; a 0.6M-parameter UNet (16, 32, 64 channels

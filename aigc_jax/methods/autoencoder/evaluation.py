@@ -58,6 +58,15 @@ def latent_statistics(ctx: AEContext, weights: PyTree, images: np.ndarray, batch
             "latent_stats_examples": len(images)}
 
 
+def split_images(ds, n: int = 0) -> np.ndarray:
+    """uint8 images [N, H, W, C] of a split: the first `n` (0: all); in-memory sources hold
+    them, indexed ones (captioned digits) render them."""
+    n = int(n) or int(ds.num_examples)
+    if hasattr(ds, "images"):
+        return np.asarray(ds.images[:n])
+    return np.asarray(ds.examples(np.arange(min(n, int(ds.num_examples))))["image"])
+
+
 def evaluate_run(ctx: AEContext, config: ml_collections.ConfigDict, weights: PyTree,
                  test_ds) -> dict[str, Any]:
     """rFD, code usage/perplexity and the prior-free rate on the test split, latent statistics
@@ -66,7 +75,7 @@ def evaluate_run(ctx: AEContext, config: ml_collections.ConfigDict, weights: PyT
     from aigc_jax.evaluation import FeatureStats, frechet_distance, get_extractor
 
     batch_size = int(config.eval.batch_size)
-    images = np.asarray(test_ds.images)
+    images = split_images(test_ds)
     recons, counts = [], np.zeros(max(ctx.codebook_size, 1), np.int64)
     for chunk, n in _batches(images, batch_size):
         recon, _, idx = _reconstruct_jit(ctx, weights, jnp.asarray(chunk))
@@ -91,8 +100,9 @@ def evaluate_run(ctx: AEContext, config: ml_collections.ConfigDict, weights: PyT
                        ctx.codebook_size, int(np.prod(ctx.latent_shape[:2])),
                        int(np.prod(ctx.image_shape))))
     train_ds = data_lib.create_dataset(config, "train")
-    n = int(config.eval.latent_stats_examples) or train_ds.num_examples
-    stats = latent_statistics(ctx, weights, np.asarray(train_ds.images[:n]), batch_size)
+    stats = latent_statistics(ctx, weights, split_images(train_ds,
+                                                         int(config.eval.latent_stats_examples)),
+                              batch_size)
     out.update(stats)
     out["workdir_files"] = {"latent_stats.json": {
         **stats, "latent_shape": list(ctx.latent_shape), "split": "train",
@@ -142,7 +152,7 @@ def write_figures(ctx: AEContext, weights: PyTree, test_ds, out_dir: str) -> lis
     if test_ds is None:
         logging.warning("autoencoder figures need the test split; none written")
         return []
-    x = np.asarray(test_ds.images[:32])
+    x = split_images(test_ds, 32)
     shape = x.shape[1:]
     recon = np.asarray(_reconstruct_jit(ctx, weights, jnp.asarray(x))[0])
     rows = np.stack([x[:8], recon[:8], x[8:16], recon[8:16]]).reshape(-1, *shape)

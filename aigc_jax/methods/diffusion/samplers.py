@@ -7,7 +7,7 @@ exactly DDPM's coefficients, and with eta = 0 sigma is 0 (deterministic).
 """
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -112,24 +112,32 @@ def sample_loop(d: Diffusion, model_fn: ModelFn, steps: Steps, x_T: jax.Array, r
     return x0
 
 
+def guided(apply: Callable, cond: Any, null: Any, guidance_scale: float,
+           channels: int) -> ModelFn:
+    """Classifier-free guidance (Ho & Salimans, 2021): (1 + w) out(x, cond) - w out(x, null).
+
+    `apply(x, t, cond)` is the network; `cond` and `null` are pytrees of [N, ...] arrays
+    (labels, text context) with the same structure. w = 0 is the plain conditional model (one
+    forward pass), w = -1 the unconditional one (Stable Diffusion's scale s is 1 + w); only the
+    first `channels` (mean) outputs are guided.
+    """
+    if guidance_scale == 0.0:
+        return lambda x, t: apply(x, t, cond)
+    w = guidance_scale
+    both = jax.tree.map(lambda c, u: jnp.concatenate([c, u]), cond, null)
+
+    def fn(x: jax.Array, t: jax.Array) -> jax.Array:
+        out = apply(jnp.concatenate([x, x]), jnp.concatenate([t, t]), both)
+        c, u = jnp.split(out, 2, axis=0)
+        mean = (1.0 + w) * c[..., :channels] - w * u[..., :channels]
+        return jnp.concatenate([mean, c[..., channels:]], axis=-1)
+
+    return fn
+
 
 def guided_model_fn(apply: Callable, labels: jax.Array | None, guidance_scale: float,
                     num_classes: int, channels: int) -> ModelFn:
-    """Classifier-free guidance (Ho & Salimans, 2021): (1 + w) out(x, c) - w out(x, null).
-
-    `apply(x, t, labels)` is the network. w = 0 is the plain conditional model (one forward
-    pass), w = -1 the unconditional one; only the first `channels` (mean) outputs are guided.
-    """
+    """`guided` for a class-conditional `apply(x, t, labels)`: the null label is `num_classes`."""
     if not num_classes or guidance_scale == 0.0:
         return lambda x, t: apply(x, t, labels)
-    w = guidance_scale
-
-    def fn(x: jax.Array, t: jax.Array) -> jax.Array:
-        null = jnp.full_like(labels, num_classes)
-        out = apply(jnp.concatenate([x, x]), jnp.concatenate([t, t]),
-                    jnp.concatenate([labels, null]))
-        cond, uncond = jnp.split(out, 2, axis=0)
-        mean = (1.0 + w) * cond[..., :channels] - w * uncond[..., :channels]
-        return jnp.concatenate([mean, cond[..., channels:]], axis=-1)
-
-    return fn
+    return guided(apply, labels, jnp.full_like(labels, num_classes), guidance_scale, channels)

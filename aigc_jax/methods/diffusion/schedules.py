@@ -1,7 +1,8 @@
 """Noise schedules, the forward process q(x_t | x_0), its posterior, and eps <-> x0 <-> v.
 
 Ho et al. (2020) for the linear schedule and the posterior; Nichol & Dhariwal (2021) for the
-cosine schedule; Salimans & Ho (2022) for v = sqrt(alphas_cumprod) eps - sqrt(1 - ...) x0.
+cosine schedule; Rombach et al. (2022) for LDM's scaled-linear one (Stable Diffusion's);
+Salimans & Ho (2022) for v = sqrt(alphas_cumprod) eps - sqrt(1 - ...) x0.
 Tables are computed in float64 with numpy and stored as float32 arrays indexed by t in [0, T);
 `float64_tables` gives them back in float64 for host-side arithmetic.
 """
@@ -16,7 +17,7 @@ import numpy as np
 
 from aigc_jax.errors import UserError
 
-SCHEDULES = ("linear", "cosine")
+SCHEDULES = ("linear", "cosine", "scaled_linear")
 
 
 def linear_betas(num_timesteps: int, beta_start: float = 1e-4,
@@ -24,6 +25,15 @@ def linear_betas(num_timesteps: int, beta_start: float = 1e-4,
     """DDPM's betas, linear from beta_start to beta_end; scaled by 1000 / T so any T works."""
     scale = 1000.0 / num_timesteps
     return np.linspace(scale * beta_start, scale * beta_end, num_timesteps, dtype=np.float64)
+
+
+def scaled_linear_betas(num_timesteps: int, beta_start: float = 0.00085,
+                        beta_end: float = 0.012) -> np.ndarray:
+    """LDM's betas, linear in sqrt(beta) from beta_start to beta_end (its 0.00085..0.012 at
+    T = 1000); scaled by 1000 / T as `linear_betas`, so alphas_cumprod keeps its shape."""
+    scale = 1000.0 / num_timesteps
+    return scale * np.linspace(beta_start ** 0.5, beta_end ** 0.5, num_timesteps,
+                               dtype=np.float64) ** 2
 
 
 def cosine_alpha_bar(u: np.ndarray, s: float = 0.008) -> np.ndarray:
@@ -106,12 +116,15 @@ def float64_tables(sched: Schedule) -> dict[str, np.ndarray]:
 
 
 def create_schedule(cfg: ml_collections.ConfigDict) -> Schedule:
-    """The schedule of `config.diffusion`: linear or cosine betas with T = num_timesteps."""
+    """The schedule of `config.diffusion`: linear, cosine or scaled-linear betas with
+    T = num_timesteps (linear and scaled_linear read beta_start and beta_end)."""
     t = int(cfg.num_timesteps)
     if t < 1:
         raise UserError(f"config.diffusion.num_timesteps={t} must be a positive integer.")
     if cfg.schedule == "linear":
         betas = linear_betas(t, float(cfg.beta_start), float(cfg.beta_end))
+    elif cfg.schedule == "scaled_linear":
+        betas = scaled_linear_betas(t, float(cfg.beta_start), float(cfg.beta_end))
     elif cfg.schedule == "cosine":
         betas = cosine_betas(t, float(cfg.cosine_s), float(cfg.max_beta))
     else:

@@ -33,10 +33,12 @@ from aigc_jax.models.layers.resample import (
     upsample_nearest,
 )
 from aigc_jax.models.layers.resblocks import AttnBlock, ResBlock
+from aigc_jax.models.layers.transformer import GEGLU, SpatialTransformer, TransformerBlock
 
 __all__ = [
-    "CONV_IMPLS", "DTYPES", "GELUS", "AttnBlock", "Cache", "Dense", "Down2", "Downsample",
-    "GroupNorm32", "MultiHeadAttention", "ResBlock", "Up2", "Upsample", "avg_pool2",
+    "CONV_IMPLS", "DTYPES", "GELUS", "GEGLU", "AttnBlock", "Cache", "Dense", "Down2", "Downsample",
+    "GroupNorm32", "MultiHeadAttention", "ResBlock", "SpatialTransformer", "TransformerBlock",
+    "Up2", "Upsample", "avg_pool2",
     "batch_norm", "bn_scale_init", "count_params", "dot_product_attention", "gelu", "gelu_tanh",
     "init_kv_cache", "maybe_sn", "normal_init", "resolve_dtype", "rope", "timestep_embedding",
     "upsample_nearest", "zero_init",
