@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import load_config
 
-from aigc_jax import components, parallel, train
+from aigc_jax import components, config_validation, parallel, train
 from aigc_jax.data.words import EOT, PAD, SOT
 from aigc_jax.errors import UserError
 from aigc_jax.methods.dalle import sequence
@@ -64,27 +64,37 @@ def test_loss_weights_apply_to_the_right_positions():
                                atol=1e-8)
 
 
-@pytest.mark.parametrize("guidance", [0.0, 2.0])
-def test_cached_image_sampling_equals_full_recomputation(guidance):
+@pytest.fixture(scope="module")
+def small_gpt():
+    """A 2-layer GPT over LAYOUT's vocabulary, initialised (compiled: eager flax is slow)."""
     cfg = GPTConfig(vocab_size=LAYOUT.vocab_size, block_size=LAYOUT.length - 1, n_layer=2,
                     n_head=2, n_embd=16)
     model = GPT(cfg)
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))
     # Sharper logits, so greedy choices are not near-ties.
-    params = jax.tree.map(lambda x: x * 4.0, params)
+    return model, jax.tree.map(lambda x: x * 4.0, params)
+
+
+@pytest.mark.parametrize("guidance", [0.0, 2.0])
+def test_cached_image_sampling_equals_full_recomputation(small_gpt, guidance):
+    model, params = small_gpt
     text = jnp.asarray([[SOT, 4, EOT, PAD], [SOT, 5, 4, EOT], [SOT, EOT, PAD, PAD]])
     empty = jnp.asarray([SOT, EOT, PAD, PAD])
     sc = SamplerConfig(max_new_tokens=5, temperature=0.0)
     codes = sample_codes(model, params, text, empty, jax.random.PRNGKey(1), sc, LAYOUT, guidance)
-    # Reference: re-run the whole sequence for every code, guided the same way.
-    seq, useq = np.asarray(text), np.asarray(jnp.broadcast_to(empty, text.shape))
-    for _ in range(5):
-        z = model.apply(params, jnp.asarray(seq))[:, -1, 6:]
+    # Reference: a full causal pass over the whole prefix for every code, no cache (one
+    # compiled pass over L - 1 slots serves every prefix length: causal attention keeps the
+    # zeros after the prefix out of the logits read at its last position).
+    full = jax.jit(model.apply)
+    seq = np.zeros((3, LAYOUT.length), np.int32)
+    useq = np.zeros_like(seq)
+    seq[:, :4], useq[:, :4] = np.asarray(text), np.asarray(empty)
+    for i in range(5):
+        z = full(params, jnp.asarray(seq[:, :-1]))[:, 3 + i, 6:]
         if guidance:
-            zu = model.apply(params, jnp.asarray(useq))[:, -1, 6:]
+            zu = full(params, jnp.asarray(useq[:, :-1]))[:, 3 + i, 6:]
             z = (1 + guidance) * z - guidance * zu
-        nxt = np.asarray(jnp.argmax(z, -1))[:, None] + 6
-        seq, useq = np.concatenate([seq, nxt], 1), np.concatenate([useq, nxt], 1)
+        seq[:, 4 + i] = useq[:, 4 + i] = np.asarray(jnp.argmax(z, -1)) + 6
     np.testing.assert_array_equal(codes, seq[:, 4:] - 6)
     assert codes.shape == (3, 5) and codes.min() >= 0 and codes.max() < 3
     # Sampling at temperature 1 draws from the image vocabulary only.
@@ -110,23 +120,42 @@ def test_rerank_orders_by_descending_score_stably():
 def _vq_config():
     c = load_config("autoencoder", "tiny")
     c.data.name, c.data.image_size = "captioned_digits", 32
-    c.data.num_train_examples, c.data.num_test_examples = 256, 32
+    c.data.num_train_examples, c.data.num_test_examples = 64, 32
     c.autoencoder.regularizer = "vq"
     c.model.ch_mult = (1, 2, 2, 2)  # f = 8: 4x4 codes
     c.eval.extractor = ""
     return c
 
 
+def _step0_run(config, workdir: str, seed: int = 0) -> str:
+    """`workdir` as a run whose only checkpoint is step 0, with random weights N(0, 0.05^2) in
+    the state's shapes (traced, not compiled: the tests below check plumbing, not quality, and
+    compiling the initialisers would cost more than everything the prior does)."""
+    run = train.Run(config, workdir)
+    try:
+        rng = np.random.default_rng(seed)
+
+        def fill(x):
+            if jnp.issubdtype(x.dtype, jnp.floating):
+                return jnp.asarray(0.05 * rng.standard_normal(x.shape), x.dtype)
+            return jnp.zeros(x.shape, x.dtype)
+
+        train.write_config(config, workdir, run.provenance)
+        run.ckpt.save(jax.tree.map(fill, run.abstract_state()), run.checkpoint_meta(0),
+                      force=True)
+        run.ckpt.wait()
+    finally:
+        run.ckpt.close()
+    return workdir
+
+
 @pytest.fixture(scope="module")
 def stage1(tmp_path_factory) -> dict:
-    """Trained tiny VQ and CLIP runs on captioned digits: the prior's components."""
-    vq = str(tmp_path_factory.mktemp("vq"))
-    train.train_and_evaluate(_vq_config(), vq)
-    clip = str(tmp_path_factory.mktemp("clip"))
-    c = load_config("contrastive", "tiny")
-    c.train.eval_every = 0
-    train.train_and_evaluate(c, clip)
-    return {"vq": vq, "clip": clip}
+    """Tiny VQ and CLIP runs on captioned digits (random step-0 weights): the components."""
+    clip = load_config("contrastive", "tiny")
+    clip.data.num_train_examples = 64
+    return {"vq": _step0_run(_vq_config(), str(tmp_path_factory.mktemp("vq"))),
+            "clip": _step0_run(clip, str(tmp_path_factory.mktemp("clip")))}
 
 
 def _prior_config(stage1: dict):
@@ -139,32 +168,39 @@ def _prior_config(stage1: dict):
 
 def test_tiny_prior_trains_with_frozen_components_evaluates_and_reranks(stage1, tmp_path):
     c = _prior_config(stage1)
-    run = train.Run(c, str(tmp_path / "probe"))
-    before = jax.device_get(run.frozen)
-    state, _ = run.restore_or_init()
-    step = run.jit_train_step()
-    for s in range(3):
-        state, metrics = step(state, parallel.shard_batch(run.mesh, run.train_ds.train_batch(
-            s, 8, 0, 1)), run.frozen)
-    # Both loss terms are logged, and the loss is their 1:7 mix.
-    np.testing.assert_allclose(metrics["loss"], (metrics["text_loss"] +
-                                                 7 * metrics["image_loss"]) / 8, rtol=1e-5)
-    assert not any(x.is_deleted() for x in jax.tree.leaves(run.frozen))
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(run.frozen), before)
-    run.ckpt.close()
-
     workdir = str(tmp_path / "prior")
     train.train_and_evaluate(c, workdir)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if '"train"' in line]
+    # Both loss terms are logged, and the loss is their 1:7 mix (the log's means keep it).
+    assert len(rows) == 2
+    for r in rows:
+        np.testing.assert_allclose(r["loss"], (r["text_loss"] + 7 * r["image_loss"]) / 8,
+                                   rtol=1e-5)
     mngr = components.read_only_manager(workdir)  # the prior's checkpoint holds no component
     saved = mngr.item_metadata(6)["state"]
     saved = saved.tree if hasattr(saved, "tree") else saved
     mngr.close()
     prior_sizes = {int(np.prod(m.shape)) for m in jax.tree.leaves(saved["params"])}
-    vq_sizes = {x.size for x in jax.tree.leaves(before["autoencoder"])}
-    assert max(vq_sizes) not in prior_sizes
     with open(os.path.join(workdir, "config.json")) as f:
         prov = json.load(f)["provenance"]["components"]
     assert set(prov) == {"autoencoder", "text_encoder", "image_encoder"}
+
+    # One more step in-process: the frozen weights enter the donated step unchanged, alive.
+    run = train.Run(c, workdir)
+    try:
+        before = jax.device_get(run.frozen)
+        vq_sizes = {x.size for x in jax.tree.leaves(before["autoencoder"])}
+        assert max(vq_sizes) not in prior_sizes
+        state, resumed = run.restore_or_init()
+        assert resumed and int(state.step) == 6
+        batch = parallel.shard_batch(run.mesh, run.train_ds.train_batch(6, 8, 0, 1))
+        state, metrics = run.jit_train_step()(state, batch, run.frozen)
+        assert np.isfinite(float(metrics["loss"])) and int(state.step) == 7
+        assert not any(x.is_deleted() for x in jax.tree.leaves(run.frozen))
+        jax.tree.map(np.testing.assert_array_equal, jax.device_get(run.frozen), before)
+    finally:
+        run.ckpt.close()
 
     results = train.evaluate(_prior_config(stage1), workdir)
     assert results["log2_codebook_size"] == 4.0  # the tiny codebook's 16 codes
@@ -193,15 +229,17 @@ def test_prior_errors_are_one_line_before_anything_compiles(stage1, tmp_path):
     c.components.autoencoder.workdir = stage1["clip"]
     with pytest.raises(UserError, match="cannot serve as 'autoencoder'"):
         train.Run(c, str(tmp_path / "a"))
+    # The config-only checks run before any workdir or component is touched (as `main` does).
     c = _prior_config(stage1)
     c.sampler.guidance_scale, c.dalle.prompt_dropout = 3.0, 0.0
     with pytest.raises(UserError, match="prompt_dropout > 0"):
-        train.Run(c, str(tmp_path / "b"))
+        config_validation.validate(c)
     c = _prior_config(stage1)
     c.components.image_encoder.workdir = ""
     with pytest.raises(UserError, match="both name the CLIP run"):
-        train.Run(c, str(tmp_path / "c"))
+        config_validation.validate(c)
     c = _prior_config(stage1)
     c.eval.rerank_candidates = (8, 1)
     with pytest.raises(UserError, match="rerank_candidates"):
-        train.Run(c, str(tmp_path / "d"))
+        config_validation.validate(c)
+    config_validation.validate(_prior_config(stage1))  # and the unchanged config passes

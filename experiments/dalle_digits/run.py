@@ -53,6 +53,21 @@ def config_for(prior: str, vq: str, clip: str):
     return c
 
 
+def tokenizer_eval(vq: str) -> dict:
+    """The VQ run's newest `--mode=eval` record: PSNR and the attribute checker on its
+    reconstructions of test images (the ceiling for what the prior's samples can show)."""
+    eval_dir = os.path.join(vq, "eval")
+    steps = sorted(int(f[:-5]) for f in os.listdir(eval_dir) if f[:-5].isdigit()) \
+        if os.path.isdir(eval_dir) else []
+    if not steps:
+        return {}
+    with open(os.path.join(eval_dir, f"{steps[-1]}.json")) as f:
+        record = json.load(f)
+    keep = ("psnr", "codebook_usage", "perplexity")
+    return {"step": steps[-1], **{k: v for k, v in record.items()
+                                  if k in keep or k.startswith("checker_")}}
+
+
 def labelled_grid(rows: list[np.ndarray], labels: list[str], path: str, scale: int = 3) -> str:
     """uint8 images, one row [K, H, W, 3] per prompt, with the prompt written left of it."""
     h, w = rows[0].shape[1] * scale, rows[0].shape[2] * scale
@@ -99,6 +114,7 @@ def main(_):
         "images_per_sec_with_reranking": round(len(GRID_PROMPTS) * FLAGS.candidates / sample_s,
                                                2),
         "train_tokens_per_sec_last_log": (speed[-1].get("tokens_per_sec") if speed else None),
+        "tokenizer_eval": tokenizer_eval(FLAGS.vq),
         "grid_prompts": list(GRID_PROMPTS),
         **{k: v for k, v in results.items() if k != "provenance"},
     }
@@ -119,6 +135,13 @@ def main(_):
               f"{results['clip_score_real']:.1f}. Prior: {results['image_bits_per_token']:.3f} "
               f"bits per image token (log2 K = {results['log2_codebook_size']:.0f}), "
               f"{results['text_loss']:.3f} nats per text token."]
+    tok = record["tokenizer_eval"]
+    if tok:
+        lines += ["", f"Tokenizer (VQ step {tok['step']}) reconstructions of test images: "
+                  f"PSNR {tok['psnr']:.1f} dB, checker digit "
+                  f"{tok['checker_digit_accuracy_recon']:.3f} and all attributes "
+                  f"{tok['checker_all_accuracy_recon']:.3f} (real images: "
+                  f"{tok['checker_all_accuracy_real']:.3f})."]
     with open(os.path.join(FLAGS.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

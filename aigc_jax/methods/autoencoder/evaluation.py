@@ -12,6 +12,7 @@ import numpy as np
 from absl import logging
 
 from aigc_jax import plotting
+from aigc_jax.evaluation.attributes import Checker, accuracy
 from aigc_jax.methods.autoencoder import losses
 from aigc_jax.methods.autoencoder.method import (
     AEContext,
@@ -44,6 +45,15 @@ def _batches(images: np.ndarray, batch_size: int):
         yield chunk, n
 
 
+def split_arrays(ds, n: int | None = None) -> dict[str, np.ndarray]:
+    """The first `n` (None: all) images of a split, and its attribute records when the source
+    is captioned (array sources hold `images`; indexed ones build rows with `examples`)."""
+    if hasattr(ds, "images"):
+        return {"image": np.asarray(ds.images[:n])}
+    batch = ds.examples(np.arange(min(n or ds.num_examples, ds.num_examples)))
+    return {k: np.asarray(batch[k]) for k in ("image", "attributes") if k in batch}
+
+
 def latent_statistics(ctx: AEContext, weights: PyTree, images: np.ndarray, batch_size: int
                       ) -> dict[str, float]:
     """Mean and std of the (deterministic) latents over `images`, and scale_factor = 1 / std
@@ -58,24 +68,17 @@ def latent_statistics(ctx: AEContext, weights: PyTree, images: np.ndarray, batch
             "latent_stats_examples": len(images)}
 
 
-def split_images(ds, n: int = 0) -> np.ndarray:
-    """uint8 images [N, H, W, C] of a split: the first `n` (0: all); in-memory sources hold
-    them, indexed ones (captioned digits) render them."""
-    n = int(n) or int(ds.num_examples)
-    if hasattr(ds, "images"):
-        return np.asarray(ds.images[:n])
-    return np.asarray(ds.examples(np.arange(min(n, int(ds.num_examples))))["image"])
-
-
 def evaluate_run(ctx: AEContext, config: ml_collections.ConfigDict, weights: PyTree,
                  test_ds) -> dict[str, Any]:
-    """rFD, code usage/perplexity and the prior-free rate on the test split, latent statistics
-    on the train split (also returned under "workdir_files" -> latent_stats.json)."""
+    """rFD, code usage/perplexity and the prior-free rate on the test split, the attribute
+    checker on reconstructions of captioned images, latent statistics on the train split (also
+    returned under "workdir_files" -> latent_stats.json)."""
     from aigc_jax import data as data_lib
     from aigc_jax.evaluation import FeatureStats, frechet_distance, get_extractor
 
     batch_size = int(config.eval.batch_size)
-    images = split_images(test_ds)
+    test = split_arrays(test_ds)
+    images = test["image"]
     recons, counts = [], np.zeros(max(ctx.codebook_size, 1), np.int64)
     for chunk, n in _batches(images, batch_size):
         recon, _, idx = _reconstruct_jit(ctx, weights, jnp.asarray(chunk))
@@ -92,6 +95,11 @@ def evaluate_run(ctx: AEContext, config: ml_collections.ConfigDict, weights: PyT
             s.update(ex(imgs, int(config.eval.get("fid_batch_size", 500)))[0])
             stats.append(s.mean_cov())
         out[f"r{ex.fd_name}"] = float(frechet_distance(*stats[0], *stats[1]))
+    if "attributes" in test:  # does the tokenizer keep what a prompt states? (DALL-E stage 1)
+        checker = Checker("mnist" if config.data.get("glyphs") == "mnist" else "digits")
+        for name, imgs in (("real", images), ("recon", recons)):
+            acc = accuracy(checker.check(imgs, test["attributes"]))
+            out.update({f"checker_{a}_accuracy_{name}": v for a, v in acc.items()})
     if ctx.codebook_size:
         usage, perplexity = q.usage_and_perplexity(jnp.asarray(counts, jnp.float32))
         out.update(codebook_size=ctx.codebook_size, codebook_usage=float(usage),
@@ -100,9 +108,8 @@ def evaluate_run(ctx: AEContext, config: ml_collections.ConfigDict, weights: PyT
                        ctx.codebook_size, int(np.prod(ctx.latent_shape[:2])),
                        int(np.prod(ctx.image_shape))))
     train_ds = data_lib.create_dataset(config, "train")
-    stats = latent_statistics(ctx, weights, split_images(train_ds,
-                                                         int(config.eval.latent_stats_examples)),
-                              batch_size)
+    n = int(config.eval.latent_stats_examples) or train_ds.num_examples
+    stats = latent_statistics(ctx, weights, split_arrays(train_ds, n)["image"], batch_size)
     out.update(stats)
     out["workdir_files"] = {"latent_stats.json": {
         **stats, "latent_shape": list(ctx.latent_shape), "split": "train",
@@ -152,7 +159,7 @@ def write_figures(ctx: AEContext, weights: PyTree, test_ds, out_dir: str) -> lis
     if test_ds is None:
         logging.warning("autoencoder figures need the test split; none written")
         return []
-    x = split_images(test_ds, 32)
+    x = split_arrays(test_ds, 32)["image"]
     shape = x.shape[1:]
     recon = np.asarray(_reconstruct_jit(ctx, weights, jnp.asarray(x))[0])
     rows = np.stack([x[:8], recon[:8], x[8:16], recon[8:16]]).reshape(-1, *shape)
