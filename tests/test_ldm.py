@@ -288,7 +288,7 @@ def test_text_config_errors_are_one_line(stage1, tmp_path):
         train.Run(c, str(tmp_path / "c"))
     c = load_config("diffusion", "tiny")
     c.sampler.guidance_scale = 1.0
-    with pytest.raises(UserError, match="need a conditional model"):
+    with pytest.raises(UserError, match="need a class-conditional or text-conditioned"):
         train.Run(c, str(tmp_path / "d"))
     c = load_config("diffusion", "tiny")
     m = create_method(c, data_lib.create_dataset(c, "train").info())

@@ -137,7 +137,7 @@ class Checker:
         crops = []
         for img, rec in zip(images, records, strict=True):
             num = int(rec[0])
-            masks = find_glyphs(img, num)
+            masks = [m for m in find_glyphs(img, num) if m.any()]  # a speck can split off empty
             glyphs = [glyph_attributes(img, m, masks[1 - k] if len(masks) == 2 else None)
                       for k, m in enumerate(masks)]
             found.append(glyphs)

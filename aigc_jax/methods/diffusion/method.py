@@ -75,9 +75,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
               *(float(w) for w in config.eval.get("guidance_scales", ()))]
     if any(scales) and int(config.model.num_classes) == 0 and text == "none":
         raise UserError(f"guidance scales {scales} (config.sampler.guidance_scale, "
-                        "eval.guidance_scales) need a conditional model; set "
-                        "config.model.num_classes (and config.diffusion.label_dropout) or "
-                        "config.diffusion.text, or leave the guidance scale at 0.")
+                        "eval.guidance_scales) need a class-conditional or text-conditioned "
+                        "model; set config.model.num_classes (and config.diffusion."
+                        "label_dropout) or config.diffusion.text, or leave the guidance scale "
+                        "at 0.")
     for key in ("label_dropout", "prompt_dropout"):
         if not 0.0 <= float(config.diffusion.get(key, 0.0)) < 1.0:
             raise UserError(f"config.diffusion.{key}={config.diffusion[key]} must be in [0, 1).")
