@@ -32,6 +32,9 @@ flags.DEFINE_string("clip", "runs/clip_digits", "its CLIP component (contrastive
 flags.DEFINE_integer("num_prompts", 200, "held-out test prompts in the reranking table")
 flags.DEFINE_integer("grid_columns", 8, "best candidates shown per prompt (of --candidates)")
 flags.DEFINE_integer("candidates", 32, "candidates per grid prompt, reranked by CLIP")
+flags.DEFINE_float("guidance_scale", 0.0, "classifier-free guidance w (sampler.guidance_scale)")
+flags.DEFINE_bool("heldout_templates", True, "score held-out phrasings only (False: the test "
+                  "split captioned with every template, the training phrasings included)")
 flags.DEFINE_string("out", HERE, "where results and the grid go")
 FLAGS = flags.FLAGS
 
@@ -50,6 +53,8 @@ def config_for(prior: str, vq: str, clip: str):
     c.components.text_encoder.workdir = clip
     c.components.image_encoder.workdir = clip
     c.eval.num_prompts = FLAGS.num_prompts
+    c.sampler.guidance_scale = FLAGS.guidance_scale
+    c.data.hold_out_templates = FLAGS.heldout_templates
     return c
 
 
@@ -109,6 +114,8 @@ def main(_):
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{os.cpu_count()}-core {platform.machine()} CPU, jax {jax.__version__}",
         "load": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        "guidance_scale": FLAGS.guidance_scale,
+        "heldout_templates_only": FLAGS.heldout_templates,
         "prior_step": int(results.get("step", jax.device_get(state.step))),
         "eval_seconds": round(eval_s, 1),
         "images_per_sec_with_reranking": round(len(GRID_PROMPTS) * FLAGS.candidates / sample_s,
