@@ -220,7 +220,7 @@ def test_tiny_prior_trains_with_frozen_components_evaluates_and_reranks(stage1, 
     images = np.load([f for f in files if f.endswith(".npz")][0])["images"]
     assert images.shape == (4, 32, 32, 3) and images.dtype == np.uint8
     # Best first: the saved candidates' CLIP scores descend.
-    from aigc_jax.methods.dalle.evaluation import clip_embeddings
+    from aigc_jax.methods.contrastive.components import clip_embeddings
 
     run, _ = train.load_trained(_prior_config(stage1), workdir)
     img, txt = clip_embeddings(run.components, run.frozen, images, ["a red 3"] * 4)

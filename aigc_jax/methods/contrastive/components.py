@@ -1,4 +1,5 @@
-"""What a trained CLIP run serves to other runs: a TextEncoder, an ImageEncoder, CLIP score.
+"""What a trained CLIP run serves to other runs: a TextEncoder, an ImageEncoder, CLIP score, and
+the embeddings of images and prompts that reranking and text-to-image evaluation use.
 
 `TextEncoder.encode(w, tokens)` returns the text tower's per-token states [B, T, text_width]
 (for cross-attention conditioning, as latent diffusion uses CLIP's) and the pooled, projected,
@@ -16,6 +17,7 @@ import numpy as np
 
 from aigc_jax.components import ImageEncoder, TextEncoder
 from aigc_jax.data.words import WordTokenizer
+from aigc_jax.errors import UserError
 from aigc_jax.methods.contrastive.method import clip_config
 from aigc_jax.models.clip import CLIP
 
@@ -58,3 +60,27 @@ def clip_score(image_embeddings: jax.Array, text_embeddings: jax.Array,
 
 
 ROLES = {"text_encoder": text_encoder, "image_encoder": image_encoder}
+
+
+def clip_embeddings(components: dict, frozen: dict, images: np.ndarray, prompts: list[str],
+                    batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised CLIP embeddings of images [M, ...] and of prompts [M] (each distinct prompt
+    encoded once), from the text_encoder and image_encoder components."""
+    if "image_encoder" not in components or "text_encoder" not in components:
+        raise UserError("CLIP embeddings (reranking, CLIP score, FD in CLIP features) need the "
+                        "CLIP run as config.components.text_encoder and image_encoder (both the "
+                        "same contrastive workdir).")
+    img_enc, txt_enc = components["image_encoder"].bundle, components["text_encoder"].bundle
+    img_fn = jax.jit(img_enc.encode)
+    txt_fn = jax.jit(lambda w, t: txt_enc.encode(w, t)[1])
+    img = []
+    for s in range(0, len(images), batch):
+        chunk = images[s:s + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
+        img.append(np.asarray(img_fn(frozen["image_encoder"], jnp.asarray(chunk)))[:n])
+    distinct = list(dict.fromkeys(prompts))
+    emb = np.asarray(txt_fn(frozen["text_encoder"], jnp.asarray(txt_enc.tokenize(distinct))))
+    row = {p: i for i, p in enumerate(distinct)}
+    return np.concatenate(img), emb[[row[p] for p in prompts]]

@@ -17,33 +17,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from aigc_jax.errors import UserError
 from aigc_jax.evaluation.attributes import ATTRIBUTES, Checker
 from aigc_jax.evaluation.metrics import FeatureStats, frechet_distance
+from aigc_jax.methods.contrastive.components import clip_embeddings
 from aigc_jax.methods.dalle.sampling import rerank
-
-
-def clip_embeddings(components: dict, frozen: dict, images: np.ndarray, prompts: list[str],
-                    batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised CLIP embeddings of images [M, ...] and of prompts [M] (each distinct prompt
-    encoded once), from the text_encoder and image_encoder components."""
-    if "image_encoder" not in components or "text_encoder" not in components:
-        raise UserError("reranking needs the CLIP run as config.components.text_encoder and "
-                        "image_encoder (both the same contrastive workdir).")
-    img_enc, txt_enc = components["image_encoder"].bundle, components["text_encoder"].bundle
-    img_fn = jax.jit(img_enc.encode)
-    txt_fn = jax.jit(lambda w, t: txt_enc.encode(w, t)[1])
-    img = []
-    for s in range(0, len(images), batch):
-        chunk = images[s:s + batch]
-        n = len(chunk)
-        if n < batch:
-            chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
-        img.append(np.asarray(img_fn(frozen["image_encoder"], jnp.asarray(chunk)))[:n])
-    distinct = list(dict.fromkeys(prompts))
-    emb = np.asarray(txt_fn(frozen["text_encoder"], jnp.asarray(txt_enc.tokenize(distinct))))
-    row = {p: i for i, p in enumerate(distinct)}
-    return np.concatenate(img), emb[[row[p] for p in prompts]]
 
 
 def full_prompt_correct(checks: dict[str, np.ndarray]) -> np.ndarray:

@@ -188,7 +188,7 @@ def create(config: ml_collections.ConfigDict, info: dict,
 
     def clip_scores(frozen: dict, images: np.ndarray, prompts: list[str]) -> np.ndarray:
         """cos(image, prompt) [M] of images [M, ...] and their prompts (the CLIP component)."""
-        from aigc_jax.methods.dalle.evaluation import clip_embeddings
+        from aigc_jax.methods.contrastive.components import clip_embeddings
 
         img, txt = clip_embeddings(components, frozen, images, prompts)
         return np.sum(img * txt, -1)

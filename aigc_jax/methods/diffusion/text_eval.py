@@ -19,7 +19,7 @@ from absl import logging
 
 from aigc_jax.evaluation.attributes import Checker, accuracy
 from aigc_jax.evaluation.metrics import FeatureStats, frechet_distance
-from aigc_jax.methods.dalle.evaluation import clip_embeddings
+from aigc_jax.methods.contrastive.components import clip_embeddings
 
 
 def fd(a: np.ndarray, b: np.ndarray) -> float:
