@@ -34,3 +34,14 @@ def save_image_grid(images: np.ndarray, path: str, ncols: int | None = None,
     mode = "L" if grid.shape[-1] == 1 else "RGB"
     Image.fromarray(grid.squeeze(-1) if mode == "L" else grid, mode).save(path)
     return path
+
+
+def free_stem(directory: str, name: str, exts: tuple[str, ...] = (".png", ".npz", ".txt")
+              ) -> str:
+    """The first path stem of `directory/name`, `name_1`, `name_2`, ... with no file of `exts`
+    yet, so new outputs never overwrite earlier ones."""
+    stem, i = os.path.join(directory, name), 0
+    while any(os.path.exists(stem + ext) for ext in exts):
+        i += 1
+        stem = os.path.join(directory, f"{name}_{i}")
+    return stem

@@ -18,7 +18,7 @@ from absl import logging
 
 from aigc_jax import components as components_lib
 from aigc_jax import data as data_lib
-from aigc_jax import methods, parallel, pretrained
+from aigc_jax import methods, parallel, plotting, pretrained
 from aigc_jax.checkpoint import Checkpointer
 from aigc_jax.data import pipeline
 from aigc_jax.errors import UserError
@@ -527,11 +527,7 @@ def output_stem(workdir: str, output: str | None, existing_ok: bool = False) -> 
             raise UserError(f"--output={output!r}: {stem}.* already exists; choose another "
                             "name (earlier samples are never overwritten).")
         return stem
-    stem, i = os.path.join(workdir, "samples"), 0
-    while taken(stem):
-        i += 1
-        stem = os.path.join(workdir, f"samples_{i}")
-    return stem
+    return plotting.free_stem(workdir, "samples")
 
 
 def sample(config: ml_collections.ConfigDict, workdir: str, num_samples: int,

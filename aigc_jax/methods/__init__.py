@@ -18,6 +18,7 @@ METHODS = {
     "vae": "aigc_jax.methods.vae",
     "diffusion": "aigc_jax.methods.diffusion",
     "gan": "aigc_jax.methods.gan",
+    "stylegan2": "aigc_jax.methods.stylegan2",
     "lm": "aigc_jax.methods.lm",
     "contrastive": "aigc_jax.methods.contrastive",
     "wavenet": "aigc_jax.methods.wavenet",
