@@ -6,6 +6,9 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The tiny digits VAE (configs/vae.py:tiny, as conftest.tiny_vae_config) on the command line,
@@ -53,3 +56,10 @@ def wait_for(path, proc: subprocess.Popen, timeout: float = 300) -> None:
         assert proc.poll() is None, f"training exited early: {proc.stderr.read()[-2000:]}"
         assert time.time() < deadline, f"{path} never appeared"
         time.sleep(0.05)
+
+
+def assert_same_state(a, b) -> None:
+    """Two TrainStates hold bit-identical params, EMA params, optimizer and model state."""
+    for field in ("params", "ema_params", "opt_state", "model_state"):
+        jax.tree.map(np.testing.assert_array_equal, jax.device_get(getattr(a, field)),
+                     jax.device_get(getattr(b, field)))

@@ -4,11 +4,9 @@ import os
 import shutil
 import signal
 
-import jax
-import numpy as np
 import pytest
 from conftest import tiny_vae_config
-from helpers import popen_cli, tiny_flags, wait_for
+from helpers import assert_same_state, popen_cli, tiny_flags, wait_for
 
 from aigc_jax import train
 from aigc_jax.errors import UserError
@@ -31,14 +29,6 @@ def _flags(workdir, num_steps=NUM_STEPS, checkpoint_every=100):
             "--config.train.eval_every=0", "--config.train.sample_every=0"]
 
 
-def _assert_same_params(a, b):
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(a.params), jax.device_get(b.params))
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(a.ema_params),
-                 jax.device_get(b.ema_params))
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(a.opt_state),
-                 jax.device_get(b.opt_state))
-
-
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     reference = train.train_and_evaluate(_config(), str(tmp_path / "reference"))
     killed = tmp_path / "killed"
@@ -51,7 +41,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert found and 300 <= int(state.step) < NUM_STEPS  # really resumes mid-run
     resumed = train.train_and_evaluate(_config(), str(killed))
     assert int(resumed.step) == NUM_STEPS
-    _assert_same_params(reference, resumed)
+    assert_same_state(reference, resumed)
 
 
 def test_sigterm_saves_a_checkpoint_before_exit(tmp_path):
@@ -83,7 +73,7 @@ def test_truncated_newest_checkpoint_is_skipped_and_kept(tmp_path):
     moved = os.listdir(str(workdir / "checkpoints") + "_unreadable")
     assert len(moved) == 1 and moved[0].startswith("600-")
     resumed = train.train_and_evaluate(_config(600, 200), str(workdir))
-    _assert_same_params(reference, resumed)
+    assert_same_state(reference, resumed)
 
 
 def test_checkpoint_from_another_config_is_an_error_not_skipped(tmp_path):
