@@ -1,13 +1,14 @@
 """GAN configs. Variants: digits (offline default), digits_cond, mnist, fashion_mnist, cifar10
-(DCGAN), cifar10_sngan (ResNet SNGAN, hinge), celeba64, tiny (seconds on a CPU). Pick one with
-`--config=configs/gan.py:<variant>`."""
+(DCGAN), cifar10_sngan (ResNet SNGAN, hinge), celeba64, mnist32 (DCGAN on the MNIST IDX files,
+28x28 padded to 32, the 9k/1k split of configs/stylegan2.py:mnist32), tiny (seconds on a CPU).
+Pick one with `--config=configs/gan.py:<variant>`."""
 
 import ml_collections
 
 from aigc_jax.config_base import base_config
 
 VARIANTS = ("digits", "digits_cond", "mnist", "fashion_mnist", "cifar10", "cifar10_sngan",
-            "celeba64", "tiny")
+            "celeba64", "mnist32", "tiny")
 
 
 def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
@@ -80,6 +81,22 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         c.train.sample_every = 1000
         c.eval.batch_size = 500
         c.eval.extractor = "mnist"
+    elif variant == "mnist32":
+        # DCGAN at 32x32 (4 -> 8 -> 16 -> 32) on the MNIST IDX files, the data and split of
+        # configs/stylegan2.py:mnist32 (its equal-wall-time baseline); Radford et al.'s Adam.
+        c.data.name = "idx"
+        c.data.path = "/work/shared/data/mnist"
+        c.data.source_split, c.data.holdout_fraction = "test", 0.1  # 9,000 / 1,000
+        c.data.pad = 2  # 28 -> 32
+        c.train.batch_size = 64
+        c.train.num_steps = 20_000
+        c.train.log_every = 200
+        c.train.eval_every = 0
+        c.train.checkpoint_every = 1000
+        c.train.sample_every = 1000
+        c.eval.batch_size = 500
+        c.eval.extractor = "mnist"
+        c.eval.fid_num_samples = 1000
     elif variant == "cifar10":
         # DCGAN (Radford et al.) on 32x32: Adam 2e-4, beta1 0.5, batch 64, z of 100 dims.
         c.data.name = "cifar10"

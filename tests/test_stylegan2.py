@@ -21,9 +21,12 @@ from aigc_jax.models import stylegan2 as sg2
 INFO = {"image_shape": [8, 8, 1], "num_classes": 10}
 
 
-def tiny(num_steps: int = 40):
+def tiny(num_steps: int = 40, quiet: bool = False):
+    """`configs/stylegan2.py:tiny` for `num_steps`; `quiet`: no periodic eval or samples."""
     c = load_config("stylegan2", "tiny")
     c.train.num_steps = num_steps
+    if quiet:
+        c.train.eval_every = c.train.sample_every = 0
     return c
 
 
@@ -219,12 +222,12 @@ def test_lazy_regularisers_run_on_the_right_steps_only(setup):
 
 
 def test_resume_is_exact(tmp_path):
-    reference = train.train_and_evaluate(tiny(24), str(tmp_path / "reference"))
-    c = tiny(24)
+    reference = train.train_and_evaluate(tiny(24, True), str(tmp_path / "reference"))
+    c = tiny(24, True)
     c.train.stop_after = 12
     stopped = train.train_and_evaluate(c, str(tmp_path / "resumed"))
     assert int(stopped.step) == 12
-    resumed = train.train_and_evaluate(tiny(24), str(tmp_path / "resumed"))
+    resumed = train.train_and_evaluate(tiny(24, True), str(tmp_path / "resumed"))
     assert int(resumed.step) == 24
     assert_same_state(reference, resumed)
 
@@ -232,7 +235,8 @@ def test_resume_is_exact(tmp_path):
 def test_cli_train_then_sample_writes_the_figures(tmp_path):
     workdir = str(tmp_path / "run")
     out = cli("--config=configs/stylegan2.py:tiny", f"--workdir={workdir}",
-              "--config.train.num_steps=20", "--config.eval.fid_num_samples=0")
+              "--config.train.num_steps=20", "--config.train.eval_every=0",
+              "--config.train.sample_every=0")
     assert out.returncode == 0, out.stderr[-2000:]
     for _ in range(2):  # a second call writes new files next to the first ones
         out = cli("--config=configs/stylegan2.py:tiny", f"--workdir={workdir}", "--mode=sample",
