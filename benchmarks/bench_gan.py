@@ -2,8 +2,10 @@
 
     python benchmarks/bench_gan.py --variant=digits --steps=300 --header
     python benchmarks/bench_gan.py --variant=cifar10 --steps=10
+    python benchmarks/bench_gan.py --family=stylegan2 --variant=mnist32 --steps=64
 
-One train "step" is a whole GAN iteration (n_critic D updates and one G update); "train img/s"
+One train "step" is a whole GAN iteration (n_critic D updates and one G update; StyleGAN2's
+lazy R1 / path-length branches run on their steps, so time a multiple of 16 steps); "train img/s"
 counts the real images it consumes (train.batch_size). Batches are random uint8 images of the
 variant's shape, so the figures are the jitted programs alone. Compile time is
 `jit(...).lower(...).compile()`, measured apart from running. Prints one Markdown table row.
@@ -29,11 +31,14 @@ from benchmarks.common import (  # noqa: E402
     timed,
     today,
 )
-from configs import gan  # noqa: E402
+from configs import gan, stylegan2  # noqa: E402
+
+CONFIGS = {"gan": gan, "stylegan2": stylegan2}
 
 SHAPES = {"digits": (8, 8, 1), "digits_cond": (8, 8, 1), "mnist": (28, 28, 1),
           "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3), "cifar10_sngan": (32, 32, 3),
-          "celeba64": (64, 64, 3)}
+          "celeba64": (64, 64, 3), "mnist32": (32, 32, 1), "captioned_digits": (32, 32, 3),
+          "ffhq256": (256, 256, 3), "tiny": (8, 8, 1)}
 HEADER = ("| variant | machine | date | load | batch | n_critic | arch, 4x4 convs "
           "| compile train (s) | train it/s | train img/s | compile sample (s) | sample img/s "
           "| peak MiB |\n"
@@ -43,6 +48,7 @@ HEADER = ("| variant | machine | date | load | batch | n_critic | arch, 4x4 conv
 def main() -> None:
     """Time one variant's train iteration and generator; print a Markdown row."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--family", default="gan", choices=sorted(CONFIGS))
     p.add_argument("--variant", default="digits", choices=sorted(SHAPES))
     p.add_argument("--steps", type=int, default=200, help="timed iterations after one warm-up")
     p.add_argument("--sample_num", type=int, default=256, help="images per generation call")
@@ -50,7 +56,7 @@ def main() -> None:
     p.add_argument("--header", action="store_true")
     args = p.parse_args()
 
-    config = gan.get_config(args.variant)
+    config = CONFIGS[args.family].get_config(args.variant)
     apply_overrides(config, args.set)
     shape, b = SHAPES[args.variant], int(config.train.batch_size)
     method = methods.create(config, {"image_shape": list(shape), "num_classes": 10})
@@ -71,12 +77,12 @@ def main() -> None:
     timed(sample, state, key)  # warm-up run
     reps = 5
     _, sample_s = timed(lambda: [sample(state, key) for _ in range(reps)])
-    conv = (f"{config.model.arch} {resolve_impl(config.model.conv_impl)}"
-            if config.model.arch == "dcgan" else config.model.arch)
+    arch = config.model.get("arch", args.family)
+    conv = f"{arch} {resolve_impl(config.model.conv_impl)}" if arch == "dcgan" else arch
     if args.header:
         print(HEADER)
     print(f"| {args.variant} | {machine()} | {today()} | {load_average()} | {b} | "
-          f"{int(config.n_critic)} | {conv} | {compile_train:.1f} | "
+          f"{int(config.get('n_critic', 1))} | {conv} | {compile_train:.1f} | "
           f"{its:.2f} | {its * b:.0f} | {compile_sample:.1f} | {reps * n / sample_s:.0f} | "
           f"{peak_memory_mb():.0f} |")
 
