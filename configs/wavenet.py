@@ -56,6 +56,10 @@ def get_config(variant: str = "spoken_digits") -> ml_collections.ConfigDict:
     w.mel_fmin = 0.0
     w.mel_fmax = 0.0  # 0: sample_rate / 2
     w.cond_channels = 64
+    # Local conditioning on the time since the clip's onset: sin/cos features (0: off). With a
+    # class label it tells the model where it is in a word longer than its receptive field.
+    w.position_dim = 0
+    w.sample_lead = 0  # generation: samples of silence before the onset (position input)
     w.dtype = "float32"
     w.sample_length = 4800  # samples per generated clip
     w.temperature = 1.0
@@ -75,6 +79,10 @@ def get_config(variant: str = "spoken_digits") -> ml_collections.ConfigDict:
         c.data.eval_window = 8000  # 1 s from the start of the padding covers every clip
         w.max_dilation, w.repeats = 256, 2  # 18 layers, receptive field 1,023 (128 ms)
         w.residual_channels, w.gate_channels, w.skip_channels = 32, 32, 64
+        # The word (0.3-0.8 s) is 3-6x the receptive field: the label says which word, the
+        # onset-time features where in it (--config.wavenet.position_dim=0: label only).
+        w.position_dim = 16
+        w.sample_length, w.sample_lead = 6400, 400  # 0.8 s, starting 50 ms before the onset
         c.data.window = 2001  # 250 ms windows of 8 clips: 16,000 predicted samples a step
         c.train.batch_size = 8
         c.train.num_steps = 500  # ~30 min on a 2-core CPU shared with other jobs

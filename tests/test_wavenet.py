@@ -1,6 +1,7 @@
 """WaveNet: causality and receptive field, mu-law, cached == naive generation, the audio data
 source (WAV round trip, errors, resampling, tfds mock data), log-mel features, exact resume."""
 
+import dataclasses
 import os
 
 import jax
@@ -12,6 +13,7 @@ from scipy.io import wavfile
 
 from aigc_jax import train
 from aigc_jax.data import audio as audio_data
+from aigc_jax.data.base import epoch_indices
 from aigc_jax.data.mel import (
     MelConfig,
     hz_to_mel,
@@ -25,7 +27,7 @@ from aigc_jax.errors import UserError
 from aigc_jax.evaluation import audio as audio_eval
 from aigc_jax.methods.wavenet.quantize import mu_law_decode, mu_law_encode, mu_law_error_bound
 from aigc_jax.methods.wavenet.sampling import SampleConfig, generate, generate_naive
-from aigc_jax.models.wavenet import WaveNet, WaveNetConfig, dilation_stack
+from aigc_jax.models.wavenet import WaveNet, WaveNetConfig, dilation_stack, position_features
 
 RATE = 8000
 
@@ -137,13 +139,14 @@ def test_discretized_logistic_mixture_sums_to_one_on_the_grid():
 def test_cached_generation_equals_naive(output):
     cfg = WaveNetConfig(dilations=(1, 2, 4, 1), kernel_size=2, residual_channels=8,
                         gate_channels=8, skip_channels=16, output=output, num_mixtures=3,
-                        num_labels=3, label_dim=4, mel_bins=6, hop=8, cond_channels=8)
+                        num_labels=3, label_dim=4, mel_bins=6, hop=8, cond_channels=8,
+                        position_dim=4)
     model = WaveNet(cfg)
-    sc = SampleConfig(length=32, logistic_bits=8)
+    sc = SampleConfig(length=32, logistic_bits=8, sample_rate=16, lead=5)
     label = jnp.array([0, 2])
     mel = jax.random.normal(jax.random.PRNGKey(3), (2, 1 + sc.length // cfg.hop, 6))
     x = jnp.zeros((2, sc.length), jnp.int32 if output == "mulaw" else jnp.float32)
-    params = model.init(jax.random.PRNGKey(1), x, label, mel)
+    params = model.init(jax.random.PRNGKey(1), x, label, mel, jnp.zeros((2, sc.length)))
     rng = jax.random.PRNGKey(7)
     cached = np.asarray(generate(model, params, rng, label, mel, sc))
     naive = np.asarray(generate_naive(model, params, rng, label, mel, sc))
@@ -152,6 +155,29 @@ def test_cached_generation_equals_naive(output):
     assert len(np.unique(cached)) > 5  # really sampled, not a constant
     other = np.asarray(generate(model, params, rng, jnp.array([1, 1]), mel, sc))
     assert not np.array_equal(other, cached)  # the label conditions the samples
+    later = np.asarray(generate(model, params, rng, label, mel,
+                                dataclasses.replace(sc, lead=0)))
+    assert not np.array_equal(later, cached)  # so does the position
+
+
+def test_position_features_and_window_offsets(tmp_path):
+    """Input i of a training window sits offset + i - pad samples after its clip's onset."""
+    t = jnp.array([[0.0, 0.25, -0.1]])
+    f = np.asarray(position_features(t, 4))  # frequencies 0.5 and 64 Hz
+    np.testing.assert_allclose(f[0, :, 0], np.sin(2 * np.pi * 0.5 * np.array([0, 0.25, -0.1])),
+                               atol=1e-6)
+    np.testing.assert_allclose(f[0, :, 3], np.cos(2 * np.pi * 64 * np.array([0, 0.25, -0.1])),
+                               atol=1e-4)
+    write_tone_folder(tmp_path / "wavs")
+    audio_data.load_wav_folder.cache_clear()
+    c = tiny_config(tmp_path / "wavs")
+    ds = audio_data.create_audio_dataset(c, "train")
+    b = ds.train_batch(3, 4)
+    for a, i, off in zip(b["audio"], epoch_indices(ds.num_examples, ds.seed, 3, 4), b["offset"],
+                         strict=True):
+        padded = np.pad(ds.clip(i), (ds.pad, ds.pad))
+        np.testing.assert_allclose(a, padded[off:off + ds.window], atol=1 / 32768)
+    assert ds.info()["pad"] == ds.pad
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +321,7 @@ def test_train_resume_exact_and_eval(tmp_path):
     audio_data.load_wav_folder.cache_clear()
     c = tiny_config(tmp_path / "wavs")
     c.wavenet.conditioning = "mel"  # local conditioning on the window's own log-mel
+    c.wavenet.position_dim, c.wavenet.sample_lead = 4, 8  # and on the time since the onset
     full = train.train_and_evaluate(c, str(tmp_path / "full"))
     c.train.stop_after = 10
     train.train_and_evaluate(c, str(tmp_path / "resumed"))
@@ -311,6 +338,15 @@ def test_train_resume_exact_and_eval(tmp_path):
     assert any(f.endswith(".png") for f in files)
 
 
+def test_unconditional_generation_takes_num():
+    cfg = WaveNetConfig(dilations=(1, 2), residual_channels=4, gate_channels=4, skip_channels=4)
+    model = WaveNet(cfg)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))
+    out = generate(model, params, jax.random.PRNGKey(1), None, None, SampleConfig(length=8),
+                   num=3)
+    assert out.shape == (3, 8)
+
+
 def test_validate_names_the_key():
     from aigc_jax.methods.wavenet import validate
 
@@ -321,4 +357,8 @@ def test_validate_names_the_key():
     c = load_config("wavenet", "tiny")
     c.wavenet.conditioning = "speaker"
     with pytest.raises(UserError, match="wavenet.conditioning"):
+        validate(c)
+    c = load_config("wavenet", "tiny")
+    c.wavenet.position_dim = 3
+    with pytest.raises(UserError, match="wavenet.position_dim=3"):
         validate(c)

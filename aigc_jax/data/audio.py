@@ -9,8 +9,9 @@ of an uninterrupted one. Evaluation visits every clip once, from the start of it
 silence, over `data.eval_window` samples; `weight` marks the samples of the clip itself (not
 the padding), which are the ones scored.
 
-Batches: {"audio": float32 [B, T] in [-1, 1], "label": int32 [B]} (+ "weight" float32 [B, T]
-and "mask" bool [B] in evaluation).
+Batches: {"audio": float32 [B, T] in [-1, 1], "label": int32 [B], "offset": int32 [B] (where
+the window starts in its padded clip: the clip's onset is at `pad`)} (+ "weight" float32
+[B, T] and "mask" bool [B] in evaluation).
 """
 
 import functools
@@ -59,8 +60,9 @@ class AudioDataset:
     def info(self) -> dict:
         """What a method needs to build its model without the data (saved in the workdir)."""
         return {"kind": "audio", "sample_rate": self.sample_rate, "window": self.window,
-                "num_classes": self.num_classes, "source": self.source,
-                "example_spec": {"audio": [[self.window], "float32"], "label": [[], "int32"]}}
+                "num_classes": self.num_classes, "source": self.source, "pad": self.pad,
+                "example_spec": {"audio": [[self.window], "float32"], "label": [[], "int32"],
+                                 "offset": [[], "int32"]}}
 
     def _windows(self, idx: np.ndarray, offsets: np.ndarray, length: int) -> np.ndarray:
         pos = self.starts[idx, None] + offsets[:, None] + np.arange(length)  # [B, T]
@@ -76,7 +78,8 @@ class AudioDataset:
         offsets = (rng_for(self.seed, 4, step).random(batch_size) * high).astype(np.int64)
         rows = process_slice(batch_size, process_index, process_count)
         audio = self._windows(idx, offsets, self.window)
-        return {"audio": audio[rows], "label": self.labels[idx][rows]}
+        return {"audio": audio[rows], "label": self.labels[idx][rows],
+                "offset": offsets[rows].astype(np.int32)}
 
     def eval_batches(self, batch_size: int, process_index: int = 0, process_count: int = 1,
                      max_batches: int | None = None) -> Iterator[Batch]:
@@ -87,7 +90,8 @@ class AudioDataset:
             offsets = np.zeros(len(idx), np.int64)
             weight = (t >= self.pad) & (t < self.lengths[idx, None] - self.pad)
             batch = {"audio": self._windows(idx, offsets, self.eval_window),
-                     "label": self.labels[idx], "weight": weight.astype(np.float32),
+                     "label": self.labels[idx], "offset": offsets.astype(np.int32),
+                     "weight": weight.astype(np.float32),
                      "mask": mask}
             yield {k: v[rows] for k, v in batch.items()}
 

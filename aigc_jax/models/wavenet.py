@@ -8,7 +8,9 @@ of a discretised logistic mixture (Salimans et al., 2017; Oord et al., 2018).
 
 Conditioning: global, a class (speaker, digit) embedding added to every gate; local, log-mel
 frames through a small non-causal frame network, repeated `hop` times to the sample rate and
-projected into every gate.
+projected into every gate; and/or local, sinusoidal features of the time since the clip's
+onset (`position_dim`), which tell a class-conditional model where it is in the word when the
+word is longer than its receptive field (a known deterministic input, available in generation).
 
 `WaveNet.step` is the fast generation of Paine et al. (2016): each layer keeps a queue of its
 last (kernel_size - 1) * dilation inputs, so one new sample costs one tap product per layer.
@@ -45,6 +47,7 @@ class WaveNetConfig:
     mel_bins: int = 0  # local conditioning on log-mel frames (0: off)
     hop: int = 256  # samples per mel frame
     cond_channels: int = 64
+    position_dim: int = 0  # local conditioning on the time since the clip's onset (0: off)
     dtype: Any = jnp.float32
 
     @property
@@ -61,6 +64,14 @@ class WaveNetConfig:
 def receptive_field(dilations: tuple[int, ...], kernel_size: int = 2) -> int:
     """(kernel_size - 1) * sum(dilations) + 1: the samples one output depends on."""
     return (kernel_size - 1) * sum(dilations) + 1
+
+
+def position_features(seconds: jax.Array, dim: int) -> jax.Array:
+    """Time since onset [B, T] (seconds, negative before it) -> [B, T, dim] sin/cos features
+    at dim / 2 frequencies spaced geometrically from 0.5 Hz to 64 Hz."""
+    freqs = 0.5 * 128.0 ** (jnp.arange(dim // 2) / max(dim // 2 - 1, 1))
+    angle = 2.0 * jnp.pi * seconds[..., None].astype(jnp.float32) * freqs
+    return jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], axis=-1)
 
 
 def dilation_stack(max_dilation: int, repeats: int) -> tuple[int, ...]:
@@ -84,7 +95,7 @@ class ResidualLayer(nn.Module):
         if c.num_labels:
             self.global_proj = Dense(2 * c.gate_channels, use_bias=False, dtype=c.dtype,
                                      name="global")
-        if c.mel_bins:
+        if c.mel_bins or c.position_dim:
             self.local_proj = Dense(2 * c.gate_channels, use_bias=False, dtype=c.dtype,
                                     name="local")
 
@@ -154,15 +165,22 @@ class WaveNet(nn.Module):
         h = jnp.tanh(self.cond_net(mel.astype(jnp.float32)))
         return jnp.repeat(h, self.cfg.hop, axis=1)[:, :length].astype(self.cfg.dtype)
 
-    def conditioning(self, label: jax.Array | None, mel: jax.Array | None, length: int):
-        """(global embedding [B, E] or None, local features [B, length, C] or None)."""
-        g = self.label_embed(label).astype(self.cfg.dtype) if self.cfg.num_labels else None
-        local = self.upsample(mel, length) if self.cfg.mel_bins else None
-        return g, local
+    def conditioning(self, label: jax.Array | None, mel: jax.Array | None, length: int,
+                     position: jax.Array | None = None):
+        """(global embedding [B, E] or None, local features [B, length, C] or None);
+        `position` [B, length] is each input's time since the clip's onset in seconds."""
+        c = self.cfg
+        g = self.label_embed(label).astype(c.dtype) if c.num_labels else None
+        local = []
+        if c.mel_bins:
+            local.append(self.upsample(mel, length))
+        if c.position_dim:
+            local.append(position_features(position[:, :length], c.position_dim).astype(c.dtype))
+        return g, (jnp.concatenate(local, axis=-1) if local else None)
 
     def __call__(self, x: jax.Array, label: jax.Array | None = None,
-                 mel: jax.Array | None = None) -> jax.Array:
-        g, local = self.conditioning(label, mel, x.shape[1])
+                 mel: jax.Array | None = None, position: jax.Array | None = None) -> jax.Array:
+        g, local = self.conditioning(label, mel, x.shape[1], position)
         h = self._input(x)  # [B, T, C]
         g = None if g is None else g[:, None]
         skips = 0.0

@@ -51,6 +51,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if int(config.data.get("pad", 0)) < 1:
         raise UserError("config.data.pad must be >= 1: the sample before each clip is the "
                         "context of its first sample.")
+    if int(w.get("position_dim", 0)) < 0 or int(w.get("position_dim", 0)) % 2:
+        raise UserError(f"config.wavenet.position_dim={w.position_dim} must be 0 (off) or a "
+                        "positive even number (sin/cos pairs).")
+    if not 0 <= int(w.get("sample_lead", 0)) < int(w.sample_length):
+        raise UserError(f"config.wavenet.sample_lead={w.sample_lead} must be in "
+                        f"[0, sample_length={w.sample_length}).")
     resolve_dtype(w.dtype, "wavenet.dtype")
 
 
@@ -67,7 +73,8 @@ def model_config(config: ml_collections.ConfigDict, info: dict) -> WaveNetConfig
         num_labels=int(info["num_classes"]) if w.conditioning == "label" else 0,
         label_dim=int(w.label_dim),
         mel_bins=int(w.mel_bins) if w.conditioning == "mel" else 0, hop=int(w.mel_hop),
-        cond_channels=int(w.cond_channels), dtype=resolve_dtype(w.dtype, "wavenet.dtype"))
+        cond_channels=int(w.cond_channels), position_dim=int(w.get("position_dim", 0)),
+        dtype=resolve_dtype(w.dtype, "wavenet.dtype"))
 
 
 def mel_config(config: ml_collections.ConfigDict) -> MelConfig:
@@ -81,7 +88,8 @@ def mel_config(config: ml_collections.ConfigDict) -> MelConfig:
 def flops_per_sample(cfg: WaveNetConfig) -> float:
     """Training FLOPs per sample: 3 x (2 x multiply-adds) of the forward pass."""
     c, g, s = cfg.residual_channels, cfg.gate_channels, cfg.skip_channels
-    cond = (cfg.label_dim if cfg.num_labels else 0) + (cfg.cond_channels if cfg.mel_bins else 0)
+    cond = ((cfg.label_dim if cfg.num_labels else 0) + (cfg.cond_channels if cfg.mel_bins else 0)
+            + cfg.position_dim)
     layer = cfg.kernel_size * c * 2 * g + g * c + g * s + cond * 2 * g
     return 6.0 * (len(cfg.dilations) * layer + s * s + s * cfg.out_channels)
 
@@ -103,9 +111,19 @@ def create(config: ml_collections.ConfigDict, info: dict,
     window = int(info["window"])
     samples_per_step = int(config.train.batch_size) * (window - 1)
     flops_per_step = flops_per_sample(cfg) * samples_per_step
+    rate = int(info["sample_rate"])
     sc = SampleConfig(length=int(w.sample_length), temperature=float(w.temperature),
-                      logistic_bits=bits)
+                      logistic_bits=bits, sample_rate=rate, lead=int(w.get("sample_lead", 0)))
     num_classes = int(info["num_classes"])
+    pad = int(info.get("pad", 0))
+
+    def position(batch: dict, length: int) -> jax.Array | None:
+        """Seconds since the clip's onset [B, length] of every input (position input only):
+        input i of a window is sample offset + i of the padded clip, whose onset is `pad`."""
+        if not cfg.position_dim:
+            return None
+        start = batch.get("offset", jnp.zeros(batch["audio"].shape[:1], jnp.int32))
+        return (start[:, None] + jnp.arange(length) - pad).astype(jnp.float32) / rate
 
     def inputs_targets(audio: jax.Array):
         """Model inputs [B, T] (samples 0..T-1) and targets [B, T] (samples 1..T)."""
@@ -121,7 +139,7 @@ def create(config: ml_collections.ConfigDict, info: dict,
         x, y = inputs_targets(audio)
         label = batch["label"] if cfg.num_labels else None
         mel = log_mel(audio[:, 1:], mcfg) if mcfg else None
-        out = model.apply(params, x, label, mel)  # [B, T, out]
+        out = model.apply(params, x, label, mel, position(batch, x.shape[1]))  # [B, T, out]
         if cfg.output == "mulaw":
             return optax.softmax_cross_entropy_with_integer_labels(out, y)
         return -discretized_logistic_mixture_log_prob(y, out, 2**bits)
@@ -134,7 +152,8 @@ def create(config: ml_collections.ConfigDict, info: dict,
         x, _ = inputs_targets(audio)
         mel = log_mel(audio[:, 1:], mcfg) if mcfg else None
         label = batch["label"][:1] if cfg.num_labels else None
-        params = model.init(rng, x, label, mel)
+        first = {k: v[:1] for k, v in batch.items()}
+        params = model.init(rng, x, label, mel, position(first, x.shape[1]))
         return create_state(params, tx, jax.random.fold_in(rng, 1))
 
     def train_step(state: TrainState, batch: dict, frozen=None):
@@ -163,18 +182,19 @@ def create(config: ml_collections.ConfigDict, info: dict,
                                 jnp.int32)
         if cfg.mel_bins and mel is None:
             mel = jnp.full((num, 1 + sc.length // cfg.hop, cfg.mel_bins), math.log(1e-5))
-        return generate(model, state.ema_params, rng, label, mel, sc)
+        return generate(model, state.ema_params, rng, label, mel, sc, num=num)
 
     def write_samples(samples, path_stem: str) -> list[str]:
         return write_audio_samples(np.asarray(samples), path_stem, int(info["sample_rate"]))
 
     logging.info("WaveNet: %d layers %s, kernel %d, receptive field %d samples (%.1f ms), "
-                 "%.3fM parameters, %s output, conditioning %s", len(cfg.dilations),
+                 "%.3fM parameters, %s output, conditioning %s, position features %d",
+                 len(cfg.dilations),
                  cfg.dilations, cfg.kernel_size, cfg.receptive_field,
                  1000.0 * cfg.receptive_field / int(info["sample_rate"]),
                  count_params(jax.eval_shape(init_state, jax.random.PRNGKey(0), {
                      "audio": jnp.zeros((1, window)), "label": jnp.zeros((1,), jnp.int32)})
-                     .params) / 1e6, cfg.output, w.conditioning)
+                     .params) / 1e6, cfg.output, w.conditioning, cfg.position_dim)
     return Method(init_state=init_state, train_step=train_step, eval_step=eval_step,
                   sample=sample, write_samples=write_samples,
                   tokens_per_step=float(samples_per_step), flops_per_step=flops_per_step)

@@ -25,6 +25,27 @@ class SampleConfig:
     length: int = 4000  # samples to generate
     temperature: float = 1.0  # mu-law logits are divided by it (0: greedy)
     logistic_bits: int = 16  # grid of the logistic mixture
+    sample_rate: int = 8000  # position-conditioned models: samples per second
+    lead: int = 0  # position-conditioned models: samples of silence before the onset
+
+
+def positions(model: WaveNet, num: int, sc: SampleConfig) -> jax.Array | None:
+    """Time since onset [num, length] of every generated input (None without position input):
+    input 0 (the starting silence) sits `lead` samples before the onset."""
+    if not model.cfg.position_dim:
+        return None
+    t = (jnp.arange(sc.length, dtype=jnp.float32) - sc.lead) / sc.sample_rate
+    return jnp.broadcast_to(t, (num, sc.length))
+
+
+def batch_size(label: jax.Array | None, mel: jax.Array | None, num: int | None) -> int:
+    """Clips to generate: from the conditioning, or `num` for an unconditional model."""
+    for x in (label, mel):
+        if x is not None:
+            return int(x.shape[0])
+    if num is None:
+        raise ValueError("an unconditional WaveNet needs num= (clips to generate)")
+    return num
 
 
 def _silence(model: WaveNet, num: int) -> jax.Array:
@@ -50,12 +71,14 @@ def to_audio(model: WaveNet, x: jax.Array) -> jax.Array:
     return x
 
 
-@functools.partial(jax.jit, static_argnames=("model", "sc"))
+@functools.partial(jax.jit, static_argnames=("model", "sc", "num"))
 def generate(model: WaveNet, params, rng: jax.Array, label: jax.Array | None,
-             mel: jax.Array | None, sc: SampleConfig) -> jax.Array:
-    """Cached generation: label [N] and/or mel [N, F, M] -> audio float32 [N, length]."""
-    num = label.shape[0] if label is not None else mel.shape[0]
-    g, local = model.apply(params, label, mel, sc.length, method=WaveNet.conditioning)
+             mel: jax.Array | None, sc: SampleConfig, num: int | None = None) -> jax.Array:
+    """Cached generation: label [N] and/or mel [N, F, M] (or `num` clips of an unconditional
+    model) -> audio float32 [N, length]."""
+    num = batch_size(label, mel, num)
+    g, local = model.apply(params, label, mel, sc.length, positions(model, num, sc),
+                           method=WaveNet.conditioning)
 
     def body(carry, t):
         x, caches = carry
@@ -69,16 +92,17 @@ def generate(model: WaveNet, params, rng: jax.Array, label: jax.Array | None,
     return to_audio(model, xs.T)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "sc"))
+@functools.partial(jax.jit, static_argnames=("model", "sc", "num"))
 def generate_naive(model: WaveNet, params, rng: jax.Array, label: jax.Array | None,
-                   mel: jax.Array | None, sc: SampleConfig) -> jax.Array:
+                   mel: jax.Array | None, sc: SampleConfig, num: int | None = None) -> jax.Array:
     """The same samples as `generate`, recomputing the whole network for each one."""
-    num = label.shape[0] if label is not None else mel.shape[0]
+    num = batch_size(label, mel, num)
+    position = positions(model, num, sc)
     seq = jnp.zeros((num, sc.length + 1), _silence(model, num).dtype)
     seq = seq.at[:, 0].set(_silence(model, num))
 
     def body(t, seq):
-        out = model.apply(params, seq[:, :-1], label, mel)  # [N, length, out]
+        out = model.apply(params, seq[:, :-1], label, mel, position)  # [N, length, out]
         out_t = jax.lax.dynamic_index_in_dim(out, t, 1, False)
         nxt = draw(model, out_t, jax.random.fold_in(rng, t), sc)
         return jax.lax.dynamic_update_index_in_dim(seq, nxt, t + 1, 1)
