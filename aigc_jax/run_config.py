@@ -16,6 +16,7 @@ import ml_collections
 from aigc_jax.errors import UserError
 
 SAFE_PREFIXES = ("sampler.", "eval.", "parallel.", "train.", "num_samples", "seed", "data.path",
+                 "wavenet.temperature", "wavenet.sample_length", "wavenet.sample_lead",
                  "data.tfds_data_dir", "peak_flops")
 
 
@@ -71,7 +72,8 @@ def for_trained_run(config: ml_collections.ConfigDict, workdir: str,
                 f"--config.{key}={value!r} differs from the {flat_saved[key]!r} the run in "
                 f"{workdir!r} was trained with; --mode={mode} takes the model from its "
                 "config.json and may change only sampler.*, eval.*, train.*, num_samples, "
-                "seed, data.path and parallel.* (drop the flag, or train a new run).")
+                "seed, data.path, parallel.* and WaveNet's temperature / sample_length / "
+                "sample_lead (drop the flag, or train a new run).")
     # Every value the run saved, except safe keys given on the command line; keys newer than
     # the run keep the config file's defaults.
     out = ml_collections.ConfigDict(config.to_dict())

@@ -362,3 +362,10 @@ def test_validate_names_the_key():
     c.wavenet.position_dim = 3
     with pytest.raises(UserError, match="wavenet.position_dim=3"):
         validate(c)
+
+
+def test_sampler_keys_are_safe_to_change_after_training():
+    from aigc_jax.run_config import is_safe
+
+    assert is_safe("wavenet.temperature") and is_safe("wavenet.sample_lead")
+    assert not is_safe("wavenet.position_dim") and not is_safe("wavenet.conditioning")

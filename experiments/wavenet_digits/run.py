@@ -58,6 +58,9 @@ def main() -> None:
     p.add_argument("--data", required=True, help="the spoken_digits folder")
     p.add_argument("--override", action="append", default=[], help="key=value of the config")
     p.add_argument("--per_digit", type=int, default=5, help="samples per digit to score")
+    p.add_argument("--out", default=HERE, help="folder of results.json, figure and WAVs")
+    p.add_argument("--temperatures", default="1.0",
+                   help="comma-separated sampling temperatures to score (the first is drawn)")
     args = p.parse_args()
     c = wavenet_configs.get_config("spoken_digits")
     c.data.path = args.data
@@ -99,6 +102,16 @@ def main() -> None:
     results["step"] = int(state.step)
     labels = np.repeat(np.arange(10), args.per_digit)
     rng = jax.random.PRNGKey(1234)
+    temps = [float(t) for t in args.temperatures.split(",")]
+    for temp in temps[:0:-1]:  # the other temperatures: recognition only
+        c.wavenet.temperature = temp
+        other, _ = train.load_trained(c, args.workdir)
+        drawn = np.asarray(other.method.sample(state, rng, len(labels), labels=labels))
+        results[f"samples_recognised_t{temp}"] = float(np.mean(clf.predict(list(drawn))
+                                                               == labels))
+    c.wavenet.temperature = temps[0]
+    run, state = train.load_trained(c, args.workdir)
+    results["temperature"] = temps[0]
     t0 = time.perf_counter()
     samples = np.asarray(run.method.sample(state, rng, len(labels), labels=labels))
     gen_seconds = time.perf_counter() - t0  # includes compilation
@@ -114,9 +127,10 @@ def main() -> None:
     model = WaveNet(model_config(c, run.info))
     params = state.ema_params
     one = jnp.zeros((1,), jnp.int32)
-    sc_long = SampleConfig(length=int(c.wavenet.sample_length))
+    sc_long = SampleConfig(length=int(c.wavenet.sample_length), sample_rate=rate,
+                           lead=int(c.wavenet.sample_lead))
     _, t_long = _timed(lambda: generate(model, params, rng, one, None, sc_long))
-    sc_short = SampleConfig(length=400)
+    sc_short = SampleConfig(length=400, sample_rate=rate, lead=int(c.wavenet.sample_lead))
     cached, t_cached = _timed(lambda: generate(model, params, rng, one, None, sc_short))
     naive, t_naive = _timed(lambda: generate_naive(model, params, rng, one, None, sc_short))
     results["cached_equals_naive_400"] = bool(np.array_equal(cached, naive))
@@ -125,7 +139,8 @@ def main() -> None:
     results["samples_per_sec_naive_batch1_400"] = sc_short.length / t_naive
     results["load_average"] = os.getloadavg()[0]
     print(json.dumps(results, indent=2))
-    with open(os.path.join(HERE, "results.json"), "w") as f:
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
 
     first = [int(np.flatnonzero(test_ds.labels == d)[0]) for d in range(10)]
@@ -134,11 +149,11 @@ def main() -> None:
     pick = [int(np.flatnonzero(labels == d)[0]) for d in range(10)]
     audio_eval.save_spectrograms(
         np.concatenate([np.stack(real), samples[pick]]), rate,
-        os.path.join(HERE, "spectrograms.png"),
+        os.path.join(args.out, "spectrograms.png"),
         titles=[f"test clip: {d}" for d in range(10)]
         + [f"sample for {d}: heard {predicted[i]}" for d, i in enumerate(pick)])
     for d in (0, 7):
-        wavfile.write(os.path.join(HERE, f"sample_digit{d}.wav"), rate,
+        wavfile.write(os.path.join(args.out, f"sample_digit{d}.wav"), rate,
                       to_int16(samples[pick[d]]))
 
 
