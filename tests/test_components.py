@@ -233,3 +233,12 @@ def test_frozen_weights_are_sharded_like_trained_ones_under_fsdp(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["devices"] == 8 and out["same"] and out["sharded"] >= 1, out
+
+
+def test_padded_chunks_pad_the_last_chunk_by_repeating_its_row():
+    from aigc_jax.methods.common import padded_chunks
+
+    got = list(padded_chunks(np.arange(5)[:, None], 2))
+    assert [(s, n) for s, _, n in got] == [(0, 2), (2, 2), (4, 1)]
+    np.testing.assert_array_equal(got[-1][1][:, 0], [4, 4])
+    assert all(len(c) == 2 for _, c, _ in got)

@@ -41,3 +41,14 @@ def sample_quality(config: ml_collections.ConfigDict, sample_fn: Callable[[int, 
         cache_dir=str(config.eval.get("cache_dir", "")) or None)
     results["protocol"].update(protocol)
     return results
+
+
+def padded_chunks(array: np.ndarray, batch: int) -> Iterable[tuple[int, np.ndarray, int]]:
+    """(start, chunk, n) for consecutive `batch`-row slices of `array`, the last one padded by
+    repeating its final row so every chunk has one compiled shape; keep `out[:n]` of each."""
+    for start in range(0, len(array), batch):
+        chunk = array[start:start + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, 0)])
+        yield start, chunk, n

@@ -18,6 +18,7 @@ import numpy as np
 from aigc_jax.components import ImageEncoder, TextEncoder
 from aigc_jax.data.words import WordTokenizer
 from aigc_jax.errors import UserError
+from aigc_jax.methods.common import padded_chunks
 from aigc_jax.methods.contrastive.method import clip_config
 from aigc_jax.models.clip import CLIP
 
@@ -74,11 +75,7 @@ def clip_embeddings(components: dict, frozen: dict, images: np.ndarray, prompts:
     img_fn = jax.jit(img_enc.encode)
     txt_fn = jax.jit(lambda w, t: txt_enc.encode(w, t)[1])
     img = []
-    for s in range(0, len(images), batch):
-        chunk = images[s:s + batch]
-        n = len(chunk)
-        if n < batch:
-            chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
+    for _, chunk, n in padded_chunks(images, batch):
         img.append(np.asarray(img_fn(frozen["image_encoder"], jnp.asarray(chunk)))[:n])
     distinct = list(dict.fromkeys(prompts))
     emb = np.asarray(txt_fn(frozen["text_encoder"], jnp.asarray(txt_enc.tokenize(distinct))))

@@ -20,7 +20,7 @@ from absl import logging
 from aigc_jax.data.words import WordTokenizer
 from aigc_jax.errors import UserError
 from aigc_jax.methods.base import Frozen, Method
-from aigc_jax.methods.common import to_uint8
+from aigc_jax.methods.common import padded_chunks, to_uint8
 from aigc_jax.methods.dalle import sequence
 from aigc_jax.methods.dalle.sampling import rerank, sample_codes, take_ranked
 from aigc_jax.methods.lm import method as lm_method
@@ -176,11 +176,7 @@ def create(config: ml_collections.ConfigDict, info: dict,
                  batch: int) -> np.ndarray:
         """uint8 images [M, H, W, C] for prompt tokens [M, T], `batch` sequences at a time."""
         out = []
-        for s in range(0, len(tokens), batch):
-            chunk = tokens[s:s + batch]
-            n = len(chunk)
-            if n < batch:  # one compiled shape
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, 0)])
+        for s, chunk, n in padded_chunks(tokens, batch):
             codes = sample_codes(model, params, jnp.asarray(chunk), empty,
                                  jax.random.fold_in(rng, s), sc, layout, guidance)
             out.append(np.asarray(decode(frozen["autoencoder"], codes))[:n])

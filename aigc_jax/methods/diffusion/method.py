@@ -16,7 +16,13 @@ from absl import logging
 from aigc_jax import plotting
 from aigc_jax.errors import UserError
 from aigc_jax.methods.base import Frozen, Method, write_image_samples
-from aigc_jax.methods.common import EXTRACTORS, check_choice, sample_quality, to_uint8
+from aigc_jax.methods.common import (
+    EXTRACTORS,
+    check_choice,
+    padded_chunks,
+    sample_quality,
+    to_uint8,
+)
 from aigc_jax.methods.common import to_float as preprocess
 from aigc_jax.methods.diffusion import conditioning as cond_lib
 from aigc_jax.methods.diffusion import objectives as obj
@@ -438,11 +444,7 @@ def create(config: ml_collections.ConfigDict, info: dict,
         """uint8 images [M, H, W, C] for prompt tokens [M, T], `eval.sample_batch` at a time."""
         batch = min(int(config.eval.sample_batch), len(tokens))
         out = []
-        for s in range(0, len(tokens), batch):
-            chunk = tokens[s:s + batch]
-            n = len(chunk)
-            if n < batch:  # one compiled shape
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, 0)])
+        for s, chunk, n in padded_chunks(tokens, batch):
             labels = jnp.zeros((batch,), jnp.int32) if num_classes else None
             out.append(np.asarray(sample_images(state, jax.random.fold_in(rng, s), batch, labels,
                                                 jnp.asarray(chunk), guidance_scale,
