@@ -86,3 +86,14 @@ def component() -> ml_collections.ConfigDict:
     spec.step = 0
     spec.weights = "ema"
     return spec
+
+
+def captioned_images(data: ml_collections.ConfigDict, image_size: int = 32) -> None:
+    """Point `data` at the captioned digits as images only (first stages, unconditional GANs):
+    digit glyphs at `image_size`, every template's compositions, 50,000 / 1,000 examples."""
+    data.name = "captioned_digits"
+    data.image_size = image_size
+    data.glyphs = "digits"
+    data.hold_out_templates = False  # no caption is held out: the captions are not used
+    data.num_train_examples = 50_000
+    data.num_test_examples = 1000

@@ -12,7 +12,7 @@ paper's recipes, for GPUs), tiny (seconds on CPU, tests).
 
 import ml_collections
 
-from aigc_jax.config_base import base_config
+from aigc_jax.config_base import base_config, captioned_images
 
 VARIANTS = ("digits", "digits_vq", "captioned_digits_vq", "captioned_digits_kl", "mnist_kl_f4",
             "mnist_vq_f4", "celeba64", "imagenet_kl_f4", "imagenet_kl_f8", "tiny")
@@ -85,12 +85,7 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
         # not L1: with L1 the mostly black canvas pulled the ink towards the background (faint
         # glyphs the attribute checker could not read); the widths double at each level so the
         # 8x8 bottleneck has 64 channels at the cost of a 16-channel 32x32 level.
-        c.data.name = "captioned_digits"
-        c.data.image_size = 32
-        c.data.glyphs = "digits"
-        c.data.hold_out_templates = False  # images only: every template's compositions
-        c.data.num_train_examples = 50_000
-        c.data.num_test_examples = 1000
+        captioned_images(c.data)
         a.regularizer = "vq"
         a.reconstruction = "l2"
         a.codebook_size = 256
@@ -106,12 +101,7 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     elif variant == "captioned_digits_kl":
         # Latent diffusion's first stage (configs/ldm.py): 32x32 RGB captioned digits -> 8x8x4
         # KL latents (f = 4, LDM's KL-f4 shape); sized for minutes on a shared 2-core CPU.
-        c.data.name = "captioned_digits"
-        c.data.image_size = 32
-        c.data.glyphs = "digits"
-        c.data.hold_out_templates = False  # images only: every template's compositions
-        c.data.num_train_examples = 50_000
-        c.data.num_test_examples = 1000
+        captioned_images(c.data)
         m.ch, m.ch_mult, m.z_channels = 16, (1, 2, 2), 4
         m.num_groups = 8
         c.train.batch_size = 32

@@ -10,7 +10,7 @@ ffhq256 (paper-shaped, for GPUs), tiny (seconds on CPU, tests).
 
 import ml_collections
 
-from aigc_jax.config_base import base_config
+from aigc_jax.config_base import base_config, captioned_images
 
 VARIANTS = ("mnist32", "captioned_digits", "celeba64", "ffhq256", "tiny")
 
@@ -90,12 +90,7 @@ def get_config(variant: str = "mnist32") -> ml_collections.ConfigDict:
             c.data.pad = 2  # 28 -> 32
             c.eval.extractor = "mnist"
         else:
-            c.data.name = "captioned_digits"
-            c.data.image_size = 32
-            c.data.glyphs = "digits"
-            c.data.hold_out_templates = False  # images only: every template's compositions
-            c.data.num_train_examples = 50_000
-            c.data.num_test_examples = 1000
+            captioned_images(c.data)
             c.eval.extractor = "mnist"  # gray, resized: digit-shape statistics only
     elif variant == "celeba64":
         # Config F widths at 64x64 (512 maps at 4..32, 256 at 64), batch 32; gamma from ADA's
