@@ -4,7 +4,7 @@ tiny.
     python -m aigc_jax.main --config=configs/wavenet.py:spoken_digits --workdir=runs/wavenet \
         --config.data.path=../shared/data/spoken_digits
 
-`spoken_digits` is class-conditional at 8 kHz and sized for a 2-core CPU (~30 minutes);
+`spoken_digits` is class-conditional at 8 kHz and sized for a 2-core CPU (~10 minutes with eval);
 `speech_commands` the same model on tfds speech_commands at 16 kHz; `ljspeech_mel` the GPU
 recipe of a mel-conditioned vocoder (a folder of LJSpeech WAVs at data.path, 22.05 kHz,
 30 layers 1..512 x 3 as the paper). Keys of the model and its sampler are under
@@ -85,13 +85,13 @@ def get_config(variant: str = "spoken_digits") -> ml_collections.ConfigDict:
         w.sample_length, w.sample_lead = 6400, 400  # 0.8 s, starting 50 ms before the onset
         c.data.window = 2001  # 250 ms windows of 8 clips: 16,000 predicted samples a step
         c.train.batch_size = 8
-        c.train.num_steps = 500  # ~30 min on a 2-core CPU shared with other jobs
-        c.train.ema_decay = 0.0  # too few steps for an EMA: evaluate the raw weights
+        c.train.num_steps = 2000  # ~8 min alone on 2 CPU cores (4.3 steps/s; BENCHMARKS.md)
+        c.train.ema_decay = 0.0  # no EMA: eval and samples use the raw weights
         c.optimizer.learning_rate = 2e-3
         c.optimizer.warmup_steps = 50
         c.train.log_every = 50
         c.train.eval_every = 0  # the test NLL is computed by --mode=eval at the end
-        c.train.checkpoint_every = 250
+        c.train.checkpoint_every = 500
         c.train.sample_every = 0
     elif variant == "speech_commands":
         c.data.name = "speech_commands"
