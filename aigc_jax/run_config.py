@@ -2,8 +2,9 @@
 
 The run's `config.json` defines the model, the objective and the data; the command line may
 change only what is safe to change after training (`SAFE_PREFIXES`: the sampler, the number
-of samples, evaluation bounds, the seed of sampling, the data path, the device layout and
-`train.*`, which a finished run no longer uses).
+of samples, evaluation bounds, the seed of sampling, the data path, the device layout, the
+convolution implementation (`model.conv_impl`: same parameters, same function) and `train.*`,
+which a finished run no longer uses).
 A changed training-defining key is one clear error instead of a silently different model.
 """
 
@@ -17,7 +18,7 @@ from aigc_jax.errors import UserError
 
 SAFE_PREFIXES = ("sampler.", "eval.", "parallel.", "train.", "num_samples", "seed", "data.path",
                  "wavenet.temperature", "wavenet.sample_length", "wavenet.sample_lead",
-                 "data.tfds_data_dir", "peak_flops")
+                 "data.tfds_data_dir", "peak_flops", "model.conv_impl")
 
 
 def is_safe(key: str) -> bool:
@@ -72,8 +73,8 @@ def for_trained_run(config: ml_collections.ConfigDict, workdir: str,
                 f"--config.{key}={value!r} differs from the {flat_saved[key]!r} the run in "
                 f"{workdir!r} was trained with; --mode={mode} takes the model from its "
                 "config.json and may change only sampler.*, eval.*, train.*, num_samples, "
-                "seed, data.path, parallel.* and WaveNet's temperature / sample_length / "
-                "sample_lead (drop the flag, or train a new run).")
+                "seed, data.path, parallel.*, model.conv_impl and WaveNet's temperature / "
+                "sample_length / sample_lead (drop the flag, or train a new run).")
     # Every value the run saved, except safe keys given on the command line; keys newer than
     # the run keep the config file's defaults.
     out = ml_collections.ConfigDict(config.to_dict())

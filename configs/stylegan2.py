@@ -32,6 +32,8 @@ def get_config(variant: str = "mnist32") -> ml_collections.ConfigDict:
     m.channel_max = 512
     m.mbstd_group_size = 4
     m.mbstd_num_features = 1
+    m.use_noise = True  # per-pixel noise inputs with learned strengths (stochastic detail)
+    m.conv_impl = "auto"  # 3x3 convs: auto (im2col matmuls on CPU, lax elsewhere) | lax | matmul
 
     s = c.stylegan = ml_collections.ConfigDict()
     s.r1_gamma = 10.0  # D loss += gamma / 2 * E_real ||grad D||^2 (lazy, times r1_interval)

@@ -5,6 +5,7 @@ config errors. Everything on `configs/stylegan2.py:tiny` (8x8 digits, 4 style in
 import os
 
 import chex
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +18,7 @@ from aigc_jax.errors import UserError
 from aigc_jax.methods.gan.losses import r1_penalty
 from aigc_jax.methods.stylegan2 import figures, method, regularizers, styles
 from aigc_jax.models import stylegan2 as sg2
+from aigc_jax.models.layers.resample import conv_same
 
 INFO = {"image_shape": [8, 8, 1], "num_classes": 10}
 
@@ -69,6 +71,45 @@ def test_demodulated_kernels_have_unit_norm_and_match_the_fast_path():
         xi[None], ki, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
     np.testing.assert_allclose(layer.apply(variables, x, wv), jax.vmap(conv)(x, kernels),
                                rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_im2col_conv_matches_lax_with_first_and_second_derivatives(k):
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 6, 3))
+    kernel = jax.random.normal(jax.random.PRNGKey(1), (k, k, 3, 4))
+    np.testing.assert_allclose(conv_same(x, kernel, "matmul"), conv_same(x, kernel, "lax"),
+                               rtol=1e-4, atol=1e-5)
+
+    def r1_like(kern, impl):  # ||d/dx sum(tanh(conv))||^2: the double backprop R1 and PL need
+        gx = jax.grad(lambda v: jnp.tanh(conv_same(v, kern, impl)).sum())(x)
+        return jnp.sum(gx**2)
+
+    np.testing.assert_allclose(jax.grad(r1_like)(kernel, "matmul"),
+                               jax.grad(r1_like)(kernel, "lax"), rtol=2e-3, atol=1e-3)
+
+
+def test_both_conv_impls_give_the_same_networks(setup):
+    _, ctx, _, _, state = setup
+    z = jax.random.normal(jax.random.PRNGKey(5), (4, ctx.latent_dim))
+    gp, dp = state.params["generator"], state.params["discriminator"]
+    outs = []
+    for impl in ("lax", "matmul"):
+        g, d = ctx.generator.clone(conv_impl=impl), ctx.discriminator.clone(conv_impl=impl)
+        x = g.apply({"params": gp}, z, jax.random.PRNGKey(6))
+        outs.append((x, r1_penalty(lambda v, d=d: d.apply({"params": dp}, v), x)))
+    np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(outs[0][1], outs[1][1], rtol=1e-3)
+
+
+def test_use_noise_false_drops_the_noise_inputs(setup):
+    _, ctx, _, _, _ = setup
+    g = ctx.generator.clone(use_noise=False)
+    z = jax.random.normal(jax.random.PRNGKey(0), (2, ctx.latent_dim))
+    params = g.init(jax.random.PRNGKey(1), z, None)["params"]
+    names = flax.traverse_util.flatten_dict(params, sep="/")
+    assert names and not any(name.endswith("noise_strength") for name in names)
+    a = g.apply({"params": params}, z, jax.random.PRNGKey(2))
+    np.testing.assert_array_equal(a, g.apply({"params": params}, z, jax.random.PRNGKey(3)))
 
 
 def test_equalized_lr_scales_the_runtime_weight():

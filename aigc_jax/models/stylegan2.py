@@ -11,6 +11,7 @@ separable [1, 3, 3, 1] / 4 filter away from the border) before its 3x3 convoluti
 2x2 blocks after it. Everything else follows the official code (stylegan2-ada-pytorch).
 """
 
+import functools
 import math
 
 import flax.linen as nn
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from aigc_jax.models.layers import avg_pool2
+from aigc_jax.models.layers.resample import conv_same, resolve_impl
 
 SQRT2 = math.sqrt(2.0)
 
@@ -104,13 +106,13 @@ class EqualConv(nn.Module):
     use_bias: bool = True
     activation: bool = True
     down: bool = False
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k, cin = self.kernel_size, x.shape[-1]
         kernel = self.param("kernel", nn.initializers.normal(1.0), (k, k, cin, self.features))
-        y = jax.lax.conv_general_dilated(x, kernel * equalized_scale(k * k * cin), (1, 1), "SAME",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = conv_same(x, kernel * equalized_scale(k * k * cin), resolve_impl(self.conv_impl))
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,))
         if self.activation:
@@ -128,6 +130,7 @@ class ModulatedConv(nn.Module):
     kernel_size: int = 3
     demodulate: bool = True
     up: bool = False
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, w: jax.Array) -> jax.Array:
@@ -137,8 +140,7 @@ class ModulatedConv(nn.Module):
         weight = kernel * equalized_scale(k * k * cin)
         if self.up:
             x = upsample_bilinear(x)
-        y = jax.lax.conv_general_dilated(x * styles[:, None, None, :], weight, (1, 1), "SAME",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = conv_same(x * styles[:, None, None, :], weight, resolve_impl(self.conv_impl))
         if self.demodulate:
             d = jax.lax.rsqrt(jnp.einsum("hwio,bi->bo", weight**2, styles**2) + 1e-8)
             y = y * d[:, None, None, :]
@@ -146,16 +148,21 @@ class ModulatedConv(nn.Module):
 
 
 class SynthesisLayer(nn.Module):
-    """Modulated 3x3 conv + per-pixel noise times a learned strength (init 0) + bias, lrelu."""
+    """Modulated 3x3 conv + per-pixel noise times a learned strength (init 0) + bias, lrelu;
+    `use_noise=False` drops the noise input and its strength (the official code's use_noise)."""
 
     features: int
     up: bool = False
+    conv_impl: str = "auto"
+    use_noise: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, w: jax.Array, noise_key: jax.Array | None) -> jax.Array:
-        y = ModulatedConv(self.features, 3, up=self.up, name="conv")(x, w)
-        strength = self.param("noise_strength", nn.initializers.zeros, ())
-        if noise_key is not None:
+        y = ModulatedConv(self.features, 3, up=self.up, conv_impl=self.conv_impl, name="conv")(
+            x, w)
+        if self.use_noise:
+            strength = self.param("noise_strength", nn.initializers.zeros, ())
+        if self.use_noise and noise_key is not None:
             y = y + strength * jax.random.normal(noise_key, (*y.shape[:3], 1))
         return lrelu(y + self.param("bias", nn.initializers.zeros, (self.features,)))
 
@@ -167,7 +174,8 @@ class ToRGB(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, w: jax.Array) -> jax.Array:
-        y = ModulatedConv(self.channels, 1, demodulate=False, name="conv")(x, w)
+        y = ModulatedConv(self.channels, 1, demodulate=False, conv_impl="matmul", name="conv")(
+            x, w)
         return y + self.param("bias", nn.initializers.zeros, (self.channels,))
 
 
@@ -195,6 +203,8 @@ class SynthesisNetwork(nn.Module):
     channels: int = 3
     channel_base: int = 16384
     channel_max: int = 512
+    conv_impl: str = "auto"
+    use_noise: bool = True
 
     @nn.compact
     def __call__(self, ws: jax.Array, noise_key: jax.Array | None = None) -> jax.Array:
@@ -204,17 +214,19 @@ class SynthesisNetwork(nn.Module):
         def noise(i):
             return None if noise_key is None else jax.random.fold_in(noise_key, i)
 
+        layer = functools.partial(SynthesisLayer, conv_impl=self.conv_impl,
+                                  use_noise=self.use_noise)
         const = self.param("const", nn.initializers.normal(1.0), (4, 4, ch(4)))
         x = jnp.broadcast_to(const, (ws.shape[0], *const.shape))
         i = next(keys)
-        x = SynthesisLayer(ch(4), name="b4_conv1")(x, ws[:, i], noise(i))
+        x = layer(ch(4), name="b4_conv1")(x, ws[:, i], noise(i))
         img = ToRGB(self.channels, name="b4_torgb")(x, ws[:, i + 1])
         res = 8
         while res <= self.resolution:
             i = next(keys)
-            x = SynthesisLayer(ch(res), up=True, name=f"b{res}_conv0")(x, ws[:, i], noise(i))
+            x = layer(ch(res), up=True, name=f"b{res}_conv0")(x, ws[:, i], noise(i))
             i = next(keys)
-            x = SynthesisLayer(ch(res), name=f"b{res}_conv1")(x, ws[:, i], noise(i))
+            x = layer(ch(res), name=f"b{res}_conv1")(x, ws[:, i], noise(i))
             img = upsample_bilinear(img) + ToRGB(self.channels, name=f"b{res}_torgb")(
                 x, ws[:, i + 1])
             res *= 2
@@ -232,11 +244,13 @@ class StyleGAN2Generator(nn.Module):
     mapping_lr_mul: float = 0.01
     channel_base: int = 16384
     channel_max: int = 512
+    conv_impl: str = "auto"  # 3x3 convs: auto (matmul on CPU) | lax | matmul
+    use_noise: bool = True  # per-pixel noise inputs
 
     def setup(self):
         self.mapping = MappingNetwork(self.w_dim, self.mapping_layers, self.mapping_lr_mul)
         self.synthesis = SynthesisNetwork(self.resolution, self.channels, self.channel_base,
-                                          self.channel_max)
+                                          self.channel_max, self.conv_impl, self.use_noise)
 
     def map(self, z: jax.Array) -> jax.Array:
         """z [B, Z] -> w [B, w_dim]."""
@@ -260,20 +274,22 @@ class StyleGAN2Discriminator(nn.Module):
     channel_max: int = 512
     mbstd_group_size: int = 4
     mbstd_num_features: int = 1
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         ch = lambda r: channels_at(r, self.channel_base, self.channel_max)
         res = x.shape[1]
-        h = EqualConv(ch(res), 1, name="fromrgb")(x)
+        conv = functools.partial(EqualConv, conv_impl=self.conv_impl)
+        h = conv(ch(res), 1, name="fromrgb")(x)
         while res > 4:
-            y = EqualConv(ch(res // 2), 1, use_bias=False, activation=False,
-                          name=f"b{res}_skip")(avg_pool2(h))
-            h = EqualConv(ch(res), name=f"b{res}_conv0")(h)
-            h = EqualConv(ch(res // 2), down=True, name=f"b{res}_conv1")(h)
+            y = conv(ch(res // 2), 1, use_bias=False, activation=False, name=f"b{res}_skip")(
+                avg_pool2(h))
+            h = conv(ch(res), name=f"b{res}_conv0")(h)
+            h = conv(ch(res // 2), down=True, name=f"b{res}_conv1")(h)
             h = (y + h) * math.sqrt(0.5)
             res //= 2
         h = minibatch_stddev(h, self.mbstd_group_size, self.mbstd_num_features)
-        h = EqualConv(ch(4), name="b4_conv")(h)
+        h = conv(ch(4), name="b4_conv")(h)
         h = EqualDense(ch(4), activation=True, name="b4_fc")(h.reshape(h.shape[0], -1))
         return EqualDense(1, name="b4_out")(h)[:, 0]

@@ -44,6 +44,7 @@ from aigc_jax.methods.stylegan2.styles import (
     mixing_regularized_ws,
     synthesize,
 )
+from aigc_jax.models.layers import CONV_IMPLS
 from aigc_jax.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator, num_ws
 from aigc_jax.optim import create_optimizer
 from aigc_jax.state import TrainState, create_state, ema_update, optimizer_update, step_rng
@@ -53,6 +54,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Raise a UserError for StyleGAN2 settings that cannot work, before anything compiles."""
     check_choice("loss", config.loss, LOSSES)
     m, s = config.model, config.stylegan
+    check_choice("model.conv_impl", m.conv_impl, CONV_IMPLS)
     for key in ("z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max",
                 "mbstd_group_size", "mbstd_num_features"):
         if int(m[key]) < 1:
@@ -103,9 +105,10 @@ def make_context(config: ml_collections.ConfigDict, info: dict) -> StyleGANConte
         raise UserError(f"config.sampler.crossover={crossover} must be in [0, {layers}]: a "
                         f"{side}x{side} generator has {layers} style inputs.")
     g = StyleGAN2Generator(side, shape[2], int(m.z_dim), int(m.w_dim), int(m.mapping_layers),
-                           float(m.mapping_lr_mul), int(m.channel_base), int(m.channel_max))
+                           float(m.mapping_lr_mul), int(m.channel_base), int(m.channel_max),
+                           m.conv_impl, bool(m.use_noise))
     d = StyleGAN2Discriminator(int(m.channel_base), int(m.channel_max), int(m.mbstd_group_size),
-                               int(m.mbstd_num_features))
+                               int(m.mbstd_num_features), m.conv_impl)
     return StyleGANContext(g, d, int(m.z_dim), int(m.w_dim), layers, shape,
                            int(config.fixed_noise_seed))
 

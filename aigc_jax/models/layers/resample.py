@@ -73,6 +73,23 @@ def conv_down2(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
     return patches @ kernel.reshape(16 * c, -1)
 
 
+def conv_same(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
+    """k x k stride-1 'SAME' conv (odd k): [B, H, W, Cin], kernel [k, k, Cin, Cout]; "matmul"
+    is im2col (k^2 shifted slices, one matmul), whose first and second derivatives are slices
+    and matmuls too: R1 and path-length double backprop run ~5x faster on CPU than via lax."""
+    k = kernel.shape[0]
+    if impl == "lax":
+        return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DN)
+    if k == 1:
+        return x @ kernel[0, 0]
+    _, h, w, c = x.shape
+    p = (k - 1) // 2
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    patches = jnp.concatenate([xp[:, u:u + h, v:v + w] for u in range(k) for v in range(k)],
+                              -1)  # [B, H, W, k^2 Cin], (u, v, cin) order as the kernel
+    return patches @ kernel.reshape(k * k * c, -1)
+
+
 def conv_up2(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
     """Transposed 4x4 stride-2 'SAME' conv (flax's ConvTranspose): -> [B, 2H, 2W, Cout]."""
     if impl == "lax":
