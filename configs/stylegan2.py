@@ -1,7 +1,8 @@
 """StyleGAN2 configs (Karras et al., 2020, config F). Variants: mnist32 (MNIST IDX files at
 --config.data.path, 28x28 padded to 32, the 9k/1k split of configs/autoencoder.py, sized for
-~30 minutes on a shared 2-core CPU), captioned_digits (32x32 RGB, unconditional), celeba64 and
-ffhq256 (paper-shaped, for GPUs), tiny (seconds on CPU, tests).
+~15 minutes on a 2-core CPU; it mode-collapses there, see experiments/stylegan2_mnist/),
+captioned_digits (32x32 RGB, unconditional), celeba64 and ffhq256 (paper-shaped, for GPUs),
+tiny (seconds on CPU, tests).
 
     python -m aigc_jax.main --config=configs/stylegan2.py:mnist32 --workdir=runs/sg2 \\
         --config.data.path=/path/to/mnist
@@ -70,8 +71,8 @@ def get_config(variant: str = "mnist32") -> ml_collections.ConfigDict:
 
     if variant in ("mnist32", "captioned_digits"):
         # CPU-sized: 32x32, 64 feature maps at most, 128-d w and a 4-layer mapping network (the
-        # paper's 8 layers stay in the GPU variants); ~2 steps/s alone on 2 CPU cores (twice
-        # the widths, 1024 // r capped at 64, ran at 0.6 steps/s; 128 maps at 0.4).
+        # paper's 8 layers stay in the GPU variants); 2.9 it/s alone on 2 CPU cores with the
+        # im2col convs (BENCHMARKS.md; 1.7 with XLA's; twice the widths ran at 0.6 with XLA's).
         m.z_dim, m.w_dim, m.mapping_layers = 128, 128, 4
         m.channel_base, m.channel_max = 512, 64  # 4, 8: 64; 16: 32; 32: 16
         s.r1_gamma = 0.1  # ADA's heuristic 2e-4 * 32^2 / 32 = 0.0064, rounded up for stability

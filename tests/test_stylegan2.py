@@ -314,3 +314,9 @@ def test_bad_values_are_one_line_errors(key, value, match):
         config_validation.validate(c)
         method.create(c, info)
     assert "\n" not in str(e.value)
+
+
+def test_conv_impl_may_change_after_training_but_noise_may_not():
+    from aigc_jax import run_config
+    assert run_config.is_safe("model.conv_impl")
+    assert not run_config.is_safe("model.use_noise")
