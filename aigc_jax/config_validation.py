@@ -4,7 +4,8 @@ import ml_collections
 
 from aigc_jax.errors import UserError
 
-POSITIVE_INTS = ("train.batch_size", "train.num_steps", "eval.batch_size", "num_samples")
+POSITIVE_INTS = ("train.batch_size", "train.num_steps", "eval.batch_size", "num_samples",
+                 "optimizer.grad_accum_steps")
 NON_NEGATIVE_INTS = ("train.log_every", "train.eval_every", "train.checkpoint_every",
                      "train.sample_every", "optimizer.warmup_steps", "eval.num_batches",
                      "eval.final_max_examples")

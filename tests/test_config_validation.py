@@ -91,3 +91,13 @@ def test_random_overrides_validate_or_fail_clearly(name, variant, data):
         assert str(e) and "\n" not in str(e)
     finally:
         jax.clear_caches()  # hundreds of distinct models would otherwise pile up in memory
+
+
+@pytest.mark.parametrize("value", [True, 0, -2])
+def test_grad_accum_steps_must_be_a_positive_integer(value):
+    # Found by the random search: True passed validation, then the LM's create() failed with
+    # a TypeError traceback when it reset the field to 1.
+    config = load_config("lm", "tiny")
+    config.optimizer.grad_accum_steps = value
+    with pytest.raises(UserError, match="grad_accum_steps"):
+        config_validation.validate(config)
