@@ -174,8 +174,7 @@ class ToRGB(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, w: jax.Array) -> jax.Array:
-        y = ModulatedConv(self.channels, 1, demodulate=False, conv_impl="matmul", name="conv")(
-            x, w)
+        y = ModulatedConv(self.channels, 1, demodulate=False, name="conv")(x, w)
         return y + self.param("bias", nn.initializers.zeros, (self.channels,))
 
 

@@ -62,15 +62,21 @@ def resolve_impl(impl: str) -> str:
     return impl
 
 
+def _im2col_conv(xp: jax.Array, kernel: jax.Array, out_hw: tuple[int, int],
+                 stride: int) -> jax.Array:
+    """Convolve padded `xp` by kernel [k, k, Cin, Cout] as one matmul over its k^2 shifted
+    (strided) slices, in the kernel's (u, v, cin) order; `out_hw` is the unpadded input size."""
+    k, h, w = kernel.shape[0], *out_hw
+    patches = jnp.concatenate([xp[:, u:u + h:stride, v:v + w:stride]
+                               for u in range(k) for v in range(k)], -1)
+    return patches @ kernel.reshape(-1, kernel.shape[-1])
+
+
 def conv_down2(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
     """4x4 stride-2 'SAME' conv: [B, H, W, Cin], kernel [4, 4, Cin, Cout] -> [B, H/2, W/2, Cout]."""
     if impl == "lax":
         return lax.conv_general_dilated(x, kernel, (2, 2), "SAME", dimension_numbers=_DN)
-    _, h, w, c = x.shape
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    patches = jnp.concatenate([xp[:, u:u + h:2, v:v + w:2] for u in range(4) for v in range(4)],
-                              -1)  # [B, H/2, W/2, 16 Cin]
-    return patches @ kernel.reshape(16 * c, -1)
+    return _im2col_conv(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), kernel, x.shape[1:3], 2)
 
 
 def conv_same(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
@@ -79,16 +85,12 @@ def conv_same(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
     and matmuls too: the StyleGAN2 mnist32 step, with R1 and path-length double backprop,
     runs 1.7x faster on CPU than via lax (BENCHMARKS.md)."""
     k = kernel.shape[0]
+    if k == 1:  # a 1x1 convolution is a matmul on every backend
+        return x @ kernel[0, 0]
     if impl == "lax":
         return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DN)
-    if k == 1:
-        return x @ kernel[0, 0]
-    _, h, w, c = x.shape
     p = (k - 1) // 2
-    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    patches = jnp.concatenate([xp[:, u:u + h, v:v + w] for u in range(k) for v in range(k)],
-                              -1)  # [B, H, W, k^2 Cin], (u, v, cin) order as the kernel
-    return patches @ kernel.reshape(k * k * c, -1)
+    return _im2col_conv(jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))), kernel, x.shape[1:3], 1)
 
 
 def conv_up2(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
