@@ -50,6 +50,7 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     c.model.num_groups = 32
     c.model.transformer_depth = 1  # text: SpatialTransformer blocks at each attention site
     c.model.transformer_heads = 4
+    c.model.transformer_position = "none"  # none | sincos: 2D position embedding of the tokens
     c.model.text_width = 128  # diffusion.text=joint: the text transformer trained with the UNet
     c.model.text_layers = 2
     c.model.text_heads = 4

@@ -21,7 +21,7 @@ from aigc_jax.methods.autoencoder.method import autoencoder_role
 from aigc_jax.methods.diffusion import samplers
 from aigc_jax.methods.diffusion import schedules as ds
 from aigc_jax.methods.diffusion.method import latent_codec
-from aigc_jax.models.layers import SpatialTransformer
+from aigc_jax.models.layers import SpatialTransformer, sincos_2d
 from aigc_jax.models.unet import UNet
 
 
@@ -63,6 +63,21 @@ def test_cross_attention_output_changes_with_the_context_and_not_without_it():
     text = names(unet.clone(context_dim=6, transformer_heads=2), context=ctx, context_mask=mask)
     sites = set(re.findall(r"SpatialTransformer_\d+", text))
     assert "AttnBlock" not in text and len(sites) == 4  # 1 down, the middle, 2 up
+
+
+def test_sincos_position_lets_the_transformer_tell_tokens_apart():
+    # A spatially constant input stays constant through LDM's position-blind transformer and
+    # varies over the grid with the 2D sin-cos embedding (the same parameters: it has none).
+    x = jnp.ones((1, 4, 4, 8))
+    ctx = jax.random.normal(jax.random.PRNGKey(1), (1, 5, 6))
+    blind = SpatialTransformer(num_heads=2, depth=1, num_groups=4)
+    params = _perturbed(jax.jit(blind.init)(jax.random.PRNGKey(3), x, ctx))
+    out_blind = blind.apply(params, x, ctx)
+    out_pos = blind.clone(position="sincos").apply(params, x, ctx)
+    assert float(jnp.ptp(out_blind, axis=(1, 2)).max()) < 1e-4
+    assert float(jnp.ptp(out_pos, axis=(1, 2)).max()) > 1e-2
+    emb = np.asarray(sincos_2d(4, 4, 8))
+    assert emb.shape == (16, 8) and len({tuple(np.round(r, 5)) for r in emb}) == 16
 
 
 def test_guidance_scale_minus_one_and_zero_are_the_unconditional_and_conditional_model():
@@ -282,6 +297,10 @@ def test_text_config_errors_are_one_line(stage1, tmp_path):
     c.model.transformer_heads = 3
     with pytest.raises(UserError, match="transformer_heads=3 must divide"):
         train.Run(c, str(tmp_path / "b"))
+    c = _ldm_config(stage1)
+    c.model.transformer_position = "learned"
+    with pytest.raises(UserError, match="transformer_position='learned' is unknown"):
+        train.Run(c, str(tmp_path / "b2"))
     c = load_config("diffusion", "tiny")
     c.diffusion.text = "frozen"
     with pytest.raises(UserError, match="has no captions"):

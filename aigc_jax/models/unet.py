@@ -53,6 +53,7 @@ class UNet(nn.Module):
     context_dim: int = 0
     transformer_depth: int = 1
     transformer_heads: int = 4
+    transformer_position: str = "none"  # none | sincos (SpatialTransformer)
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -76,7 +77,8 @@ class UNet(nn.Module):
             if not self.context_dim:
                 return AttnBlock(num_groups=self.num_groups, dtype=self.dtype)(h)
             return SpatialTransformer(self.transformer_heads, self.transformer_depth,
-                                      self.num_groups, self.dtype)(h, context, context_mask)
+                                      self.num_groups, self.dtype,
+                                      self.transformer_position)(h, context, context_mask)
 
         h = nn.Conv(self.ch, (3, 3), dtype=self.dtype, name="conv_in")(x.astype(self.dtype))
         hs = [h]
@@ -116,5 +118,6 @@ def create_unet(cfg: ml_collections.ConfigDict, out_ch: int, context_dim: int = 
                 num_groups=int(cfg.num_groups), context_dim=context_dim,
                 transformer_depth=int(cfg.get("transformer_depth", 1)),
                 transformer_heads=int(cfg.get("transformer_heads", 4)),
+                transformer_position=str(cfg.get("transformer_position", "none")),
                 dtype=resolve_dtype(cfg.dtype))
 

@@ -106,6 +106,9 @@ def validate_text(config: ml_collections.ConfigDict, scales: list[float]) -> Non
     if heads < 1 or depth < 1:
         raise UserError(f"config.model.transformer_heads={heads} and transformer_depth={depth} "
                         "must be positive.")
+    if str(m.get("transformer_position", "none")) not in ("none", "sincos"):
+        raise UserError(f"config.model.transformer_position={m.transformer_position!r} is "
+                        "unknown; expected 'none' or 'sincos'.")
     bad = [int(m.ch) * int(k) for k in m.ch_mult if int(m.ch) * int(k) % heads]
     if bad:
         raise UserError(f"config.model.transformer_heads={heads} must divide every UNet width "

@@ -21,7 +21,7 @@ from aigc_jax.models.layers.core import (
     resolve_dtype,
     zero_init,
 )
-from aigc_jax.models.layers.embeddings import rope, timestep_embedding
+from aigc_jax.models.layers.embeddings import rope, sincos_2d, timestep_embedding
 from aigc_jax.models.layers.norms import GroupNorm32, batch_norm, bn_scale_init, maybe_sn
 from aigc_jax.models.layers.resample import (
     CONV_IMPLS,
@@ -40,6 +40,7 @@ __all__ = [
     "GroupNorm32", "MultiHeadAttention", "ResBlock", "SpatialTransformer", "TransformerBlock",
     "Up2", "Upsample", "avg_pool2",
     "batch_norm", "bn_scale_init", "count_params", "dot_product_attention", "gelu", "gelu_tanh",
-    "init_kv_cache", "maybe_sn", "normal_init", "resolve_dtype", "rope", "timestep_embedding",
+    "init_kv_cache", "maybe_sn", "normal_init", "resolve_dtype", "rope", "sincos_2d",
+    "timestep_embedding",
     "upsample_nearest", "zero_init",
 ]

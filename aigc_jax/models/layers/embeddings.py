@@ -1,4 +1,5 @@
-"""Position and timestep embeddings: DDPM's sinusoidal timestep embedding and RoPE."""
+"""Position and timestep embeddings: DDPM's sinusoidal timestep embedding, a 2D sin-cos
+position embedding for image tokens, and RoPE."""
 
 import math
 
@@ -13,6 +14,16 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> j
     args = t.astype(jnp.float32)[:, None] * freqs[None]
     emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
     return jnp.pad(emb, ((0, 0), (0, dim % 2)))
+
+
+def sincos_2d(height: int, width: int, dim: int) -> jax.Array:
+    """Fixed 2D sin-cos position embedding [height * width, dim] of a row-major grid: the first
+    half of the channels embeds the row, the second the column (as MAE / ViT-sincos do)."""
+    rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
+    half = dim // 2
+    emb = jnp.concatenate([timestep_embedding(rows.reshape(-1), half, 100.0),
+                           timestep_embedding(cols.reshape(-1), dim - half, 100.0)], axis=-1)
+    return emb
 
 
 def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:

@@ -3,7 +3,10 @@
 Rombach et al. (2022), `ldm/modules/attention.py`: GroupNorm, a 1x1 projection in, `depth`
 pre-LayerNorm blocks (self-attention over the H x W positions, cross-attention from them to
 the context tokens, a GEGLU feed-forward), a zero-initialised projection out and the
-residual, so a new block starts as the identity. Shapes: x [B, H, W, C], context [B, T, D_ctx],
+residual, so a new block starts as the identity. `position="sincos"` adds a fixed 2D sin-cos
+embedding to the H x W tokens after the projection in (LDM has none: its attention is blind
+to where a token is, so "top left" can reach the image only through the convolutions' border
+effects). Shapes: x [B, H, W, C], context [B, T, D_ctx],
 context_mask bool [B, T] (True: a token the positions may attend to, e.g. not padding).
 """
 
@@ -15,6 +18,7 @@ import jax.numpy as jnp
 
 from aigc_jax.models.layers.attention import MultiHeadAttention
 from aigc_jax.models.layers.core import Dense, gelu, zero_init
+from aigc_jax.models.layers.embeddings import sincos_2d
 from aigc_jax.models.layers.norms import GroupNorm32
 
 
@@ -54,12 +58,13 @@ class TransformerBlock(nn.Module):
 
 class SpatialTransformer(nn.Module):
     """x [B, H, W, C] + proj_out(blocks(proj_in(GN(x)), context)): `depth` TransformerBlocks
-    over the H x W positions with `num_heads` heads."""
+    over the H x W positions with `num_heads` heads (`position`: "none" or "sincos")."""
 
     num_heads: int = 4
     depth: int = 1
     num_groups: int = 32
     dtype: Any = jnp.float32
+    position: str = "none"
 
     @nn.compact
     def __call__(self, x: jax.Array, context: jax.Array,
@@ -67,6 +72,8 @@ class SpatialTransformer(nn.Module):
         b, hgt, wid, c = x.shape
         h = GroupNorm32(self.num_groups, name="norm")(x).astype(self.dtype)
         h = Dense(c, dtype=self.dtype, name="proj_in")(h.reshape(b, hgt * wid, c))
+        if self.position == "sincos":
+            h = h + sincos_2d(hgt, wid, c).astype(self.dtype)[None]
         for i in range(self.depth):
             h = TransformerBlock(self.num_heads, self.dtype, name=f"block_{i}")(
                 h, context.astype(self.dtype), context_mask)
