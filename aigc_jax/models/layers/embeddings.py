@@ -21,9 +21,8 @@ def sincos_2d(height: int, width: int, dim: int) -> jax.Array:
     half of the channels embeds the row, the second the column (as MAE / ViT-sincos do)."""
     rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
     half = dim // 2
-    emb = jnp.concatenate([timestep_embedding(rows.reshape(-1), half, 100.0),
-                           timestep_embedding(cols.reshape(-1), dim - half, 100.0)], axis=-1)
-    return emb
+    return jnp.concatenate([timestep_embedding(rows.reshape(-1), half, 100.0),
+                            timestep_embedding(cols.reshape(-1), dim - half, 100.0)], axis=-1)
 
 
 def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
