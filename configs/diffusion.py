@@ -35,6 +35,7 @@ def get_config(variant: str = "digits") -> ml_collections.ConfigDict:
     c.diffusion.beta_end = 0.02
     c.diffusion.cosine_s = 0.008
     c.diffusion.max_beta = 0.999
+    c.diffusion.zero_terminal_snr = False  # rescale to SNR 0 at T - 1 (Lin et al.); v or x0
     c.diffusion.variance = "auto"  # auto (learned for hybrid, else fixed_small) | fixed_small |
     #                                fixed_large | learned
 

@@ -18,6 +18,7 @@ from aigc_jax import data as data_lib
 from aigc_jax.errors import UserError
 from aigc_jax.methods import create as create_method
 from aigc_jax.methods.autoencoder.method import autoencoder_role
+from aigc_jax.methods.diffusion import method as diffusion_method
 from aigc_jax.methods.diffusion import samplers
 from aigc_jax.methods.diffusion import schedules as ds
 from aigc_jax.methods.diffusion.method import latent_codec
@@ -115,6 +116,31 @@ def test_scaled_linear_schedule_is_ldms():
     sched = ds.create_schedule(c.diffusion)  # T = 50: rescaled by 1000 / T, as linear is
     assert sched.num_timesteps == 50
     np.testing.assert_allclose(sched.betas[0], 0.00085 * 20, rtol=1e-6)
+
+
+def test_zero_terminal_snr_ends_in_pure_noise_and_needs_v_or_x0():
+    c = load_config("ldm", "tiny")
+    plain = ds.float64_tables(ds.create_schedule(c.diffusion))["alphas_cumprod"]
+    c.diffusion.zero_terminal_snr = True
+    ac = ds.float64_tables(ds.create_schedule(c.diffusion))["alphas_cumprod"]
+    assert ac[-1] == 0.0 and ac[0] == pytest.approx(plain[0], rel=1e-12)
+    assert np.all(np.diff(ac) < 0)
+    # sqrt(alphas_cumprod) is the old one shifted and scaled (Lin et al., Algorithm 1).
+    k = np.sqrt(plain[0]) / (np.sqrt(plain[0]) - np.sqrt(plain[-1]))
+    np.testing.assert_allclose(np.sqrt(ac), (np.sqrt(plain) - np.sqrt(plain[-1])) * k,
+                               atol=1e-12)
+    with pytest.raises(UserError, match="zero_terminal_snr=True needs objective v or x0"):
+        diffusion_method.validate(c)  # the tiny config predicts eps
+    c.diffusion.objective = "v"
+    diffusion_method.validate(c)
+    d = diffusion_method.diffusion_from_config(c)
+    steps = samplers.make_steps(d, "ddim", 5, 0.0)
+    assert steps.t[-1] == c.diffusion.num_timesteps - 1  # the first step starts at SNR 0
+    x_T = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 3))
+    for clip in (False, True):  # a v-model's chain stays finite from pure noise
+        x0 = samplers.sample_loop(d, lambda x, t: 0.5 * x, steps, x_T, jax.random.PRNGKey(1),
+                                  clip)
+        assert bool(jnp.all(jnp.isfinite(x0)))
 
 
 # ------------------------------------------------------------------------- stage 1 runs

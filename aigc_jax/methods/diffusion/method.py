@@ -52,6 +52,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
                         f"model.mlp_blocks={config.model.mlp_blocks} must be positive.")
     _check("eval.extractor", config.eval.extractor, EXTRACTORS)
     learns = obj.OBJECTIVES[config.diffusion.objective].learned_variance
+    prediction = obj.OBJECTIVES[config.diffusion.objective].prediction
+    if bool(config.diffusion.get("zero_terminal_snr", False)) and prediction == "eps":
+        raise UserError(f"config.diffusion.zero_terminal_snr=True needs objective v or x0, not "
+                        f"config.diffusion.objective={config.diffusion.objective!r}: at SNR 0 "
+                        "x_T is pure noise, so eps predicts nothing about x0 there.")
     if config.diffusion.variance == "learned" and not learns:
         raise UserError(f"config.diffusion.variance='learned' needs an objective that learns "
                         "it (hybrid), not "

@@ -2,7 +2,8 @@
 
 Ho et al. (2020) for the linear schedule and the posterior; Nichol & Dhariwal (2021) for the
 cosine schedule; Rombach et al. (2022) for LDM's scaled-linear one (Stable Diffusion's);
-Salimans & Ho (2022) for v = sqrt(alphas_cumprod) eps - sqrt(1 - ...) x0.
+Salimans & Ho (2022) for v = sqrt(alphas_cumprod) eps - sqrt(1 - ...) x0; Lin et al. (2024)
+for rescaling a schedule to zero terminal SNR.
 Tables are computed in float64 with numpy and stored as float32 arrays indexed by t in [0, T);
 `float64_tables` gives them back in float64 for host-side arithmetic.
 """
@@ -48,6 +49,17 @@ def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) 
     return np.minimum(1.0 - abar[1:] / abar[:-1], max_beta)
 
 
+def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
+    """Lin et al. (2024), Algorithm 1: shift and scale sqrt(alphas_cumprod) so it keeps its first
+    value and ends at exactly 0, so x_{T-1} holds no signal, as the sampler's pure noise holds
+    none. The last beta is 1; eps is then undefined at t = T - 1, so models predict v or x0."""
+    root = np.sqrt(np.cumprod(1.0 - np.asarray(betas, np.float64)))
+    first, last = root[0], root[-1]
+    alphas_cumprod = ((root - last) * first / (first - last)) ** 2
+    alphas = np.append(alphas_cumprod[0], alphas_cumprod[1:] / alphas_cumprod[:-1])
+    return 1.0 - alphas
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Schedule:
@@ -79,6 +91,11 @@ class Schedule:
 def tables_from_betas(betas: np.ndarray) -> dict[str, np.ndarray]:
     """Every table of `Schedule` in float64, from betas [T]."""
     betas = np.asarray(betas, np.float64)
+    with np.errstate(divide="ignore"):  # zero terminal SNR: 1 / alphas_cumprod is inf at T - 1
+        return _tables(betas)
+
+
+def _tables(betas: np.ndarray) -> dict[str, np.ndarray]:
     alphas = 1.0 - betas
     ac = np.cumprod(alphas)
     ac_prev = np.append(1.0, ac[:-1])
@@ -117,7 +134,8 @@ def float64_tables(sched: Schedule) -> dict[str, np.ndarray]:
 
 def create_schedule(cfg: ml_collections.ConfigDict) -> Schedule:
     """The schedule of `config.diffusion`: linear, cosine or scaled-linear betas with
-    T = num_timesteps (linear and scaled_linear read beta_start and beta_end)."""
+    T = num_timesteps (linear and scaled_linear read beta_start and beta_end), rescaled to zero
+    terminal SNR when `zero_terminal_snr` is set."""
     t = int(cfg.num_timesteps)
     if t < 1:
         raise UserError(f"config.diffusion.num_timesteps={t} must be a positive integer.")
@@ -133,6 +151,8 @@ def create_schedule(cfg: ml_collections.ConfigDict) -> Schedule:
     if not (np.all(betas > 0) and np.all(betas < 1)):
         raise UserError(f"config.diffusion gives betas outside (0, 1) (min {betas.min():.3g}, "
                         f"max {betas.max():.3g}); lower beta_end or raise num_timesteps.")
+    if bool(cfg.get("zero_terminal_snr", False)):
+        betas = rescale_zero_terminal_snr(betas)
     return schedule_from_betas(betas)
 
 
