@@ -1,7 +1,7 @@
 """The guidance-scale trade-off (Ho & Salimans, 2021, Fig. 4 in miniature) and a prompt grid.
 
     python experiments/ldm_guidance/run.py --workdir=runs/ldm [--scales=0,1,3] [--prompts=64] \
-        [--clip=runs/clip] [--out=experiments/ldm_guidance]
+        [--clip=runs/clip] [--out=experiments/ldm_guidance] [--all_templates]
 
 For a trained `configs/ldm.py:captioned_digits` run (its components are read from its own
 config.json): `train.evaluate` with `eval.guidance_scales` = --scales on the first --prompts
@@ -10,7 +10,8 @@ results.json here, plots full-prompt / digit accuracy and FD (CLIP features) aga
 (guidance.png), and draws grid.png: rows are held-out-template prompts, columns seeds, at the
 best scale by full-prompt accuracy. `--clip` names a CLIP run for FD and CLIP score when the
 LDM run has none as components (a jointly trained text encoder); `--out` another folder for
-the outputs (the pixel-space run of the latent-vs-pixel comparison).
+the outputs; `--all_templates` draws the test prompts from every template (the training ones
+too), to tell a model that has not learned an attribute from one that does not generalise it.
 """
 
 import argparse
@@ -46,6 +47,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--clip", default="", help="a CLIP run for FD and CLIP score")
     p.add_argument("--out", default=HERE, help="folder for results.json and the figures")
+    p.add_argument("--all_templates", action="store_true", help="test prompts from all 11 "
+                   "templates, not only the held-out ones (template generalisation vs learning)")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     scales = tuple(float(w) for w in args.scales.split(","))
@@ -53,6 +56,7 @@ def main() -> None:
     config = ml_collections.ConfigDict(saved)
     config.eval.guidance_scales = scales
     config.eval.num_prompts = args.prompts
+    config.data.hold_out_templates = not args.all_templates
     if args.clip:
         config.components.text_encoder.workdir = args.clip
         config.components.image_encoder.workdir = args.clip
