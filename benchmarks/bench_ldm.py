@@ -2,13 +2,13 @@
 
     python benchmarks/bench_ldm.py --variant=captioned_digits --header
     python benchmarks/bench_ldm.py --variant=captioned_digits --autoencoder=runs/ae
-    python benchmarks/bench_ldm.py --variant=captioned_digits_pixel --steps=10
+    python benchmarks/bench_ldm.py --variant=captioned_digits_pixel --min_seconds=30
 
 The run is built as the training loop builds it (`train.Run`: the frozen autoencoder
 component, the captioned data, the loop's jitted step with the frozen weights as an argument).
 Without --autoencoder the component is a stand-in: the variant's first-stage config
 (configs/autoencoder.py:captioned_digits_kl) at its initial weights, which costs the same per
-step as a trained one. The text encoder is the jointly trained one (`--text=joint`) unless
+step as a trained one. The text encoder is the jointly trained one (diffusion.text=joint) unless
 --clip names a CLIP run for the frozen tower. Sampling is DDIM-`--sample_steps` at guidance
 `--guidance` (two UNet calls per step). Prints one Markdown row with machine, date and load.
 """

@@ -54,10 +54,11 @@ def compile_train_step(method: Any, state: Any, batch: dict) -> tuple[Any, float
     return compiled, time.perf_counter() - t0
 
 
-def train_step_flops(method: Any, state: Any, batch: dict) -> float:
+def train_step_flops(method: Any, state: Any, batch: dict, *extra: Any) -> float:
     """FLOPs of one train step from XLA's cost analysis of the lowered (unoptimised) program:
-    every dot and convolution, forward and backward, plus elementwise work."""
-    cost = jax.jit(method.train_step).lower(state, batch).cost_analysis()
+    every dot and convolution, forward and backward, plus elementwise work. `extra`: further
+    step arguments (a latent model's frozen component weights)."""
+    cost = jax.jit(method.train_step).lower(state, batch, *extra).cost_analysis()
     if isinstance(cost, (list, tuple)):  # older jax: one dict per program
         cost = cost[0]
     return float(cost.get("flops", 0.0))

@@ -8,9 +8,9 @@ miniature): the same text-conditioned UNet on 8x8x4 autoencoder latents and on 3
 `--flops` prints each variant's train-step cost from XLA's cost analysis (the latent step
 includes encoding the batch with the frozen autoencoder) and the pixel step count that matches
 a latent run's training compute. With two trained runs it evaluates both on the same held-out
-prompts (`train.evaluate` at --scales), times guided DDIM sampling (images/s, after compiling),
-and writes results.json and comparison.png here: per-attribute accuracy of the two, and the
-same prompts and seeds drawn by each.
+prompts (the method's text evaluation at --scales), times guided DDIM sampling (images/s,
+after compiling), and writes results.json and comparison.png here: per-attribute accuracy
+of the two, and the same prompts and seeds drawn by each.
 """
 
 import argparse
@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 
 from aigc_jax import data as data_lib  # noqa: E402
 from aigc_jax import parallel, plotting, run_config, train  # noqa: E402
+from benchmarks.common import train_step_flops  # noqa: E402
 
 PROMPTS = ("top left: a large red 7", "center: a small blue 3", "bottom right: a large green 0",
            "two digits: a large 2 left of a small 5")
@@ -48,12 +49,9 @@ def step_gflops(config: ml_collections.ConfigDict, workdir: str) -> float:
         abstract = run.abstract_state()
         batch = parallel.shard_batch(run.mesh, run.train_ds.train_batch(
             0, int(config.train.batch_size), 0, 1))
-        cost = jax.jit(run.method.train_step).lower(abstract, batch, run.frozen).cost_analysis()
+        return train_step_flops(run.method, abstract, batch, run.frozen) / 1e9
     finally:
         run.ckpt.close()
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0]
-    return float(cost["flops"]) / 1e9
 
 
 def trained_config(workdir: str) -> ml_collections.ConfigDict:
@@ -64,18 +62,14 @@ def trained_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(saved)
 
 
-def sampling_rate(config: ml_collections.ConfigDict, workdir: str, scale: float,
-                  per_prompt: int) -> tuple[float, np.ndarray, int]:
-    """(images/s of guided sampling after compiling, the images for PROMPTS, step) of a run."""
-    config.sampler.guidance_scale = scale
-    run, state = train.load_trained(config, workdir)
+def sampling_rate(run: train.Run, state, per_prompt: int) -> tuple[float, np.ndarray]:
+    """(images/s of sampling with the run's config after compiling, the images for PROMPTS)."""
     sample = lambda rng: run.method.sample(  # noqa: E731
         state, rng, per_prompt, frozen=run.frozen, prompts=list(PROMPTS))["images"]
     jax.block_until_ready(sample(jax.random.PRNGKey(0)))  # compile
     t0 = time.perf_counter()
     images = jax.block_until_ready(sample(jax.random.PRNGKey(0)))
-    return (len(images) / (time.perf_counter() - t0), np.asarray(images),
-            int(jax.device_get(state.step)))
+    return len(images) / (time.perf_counter() - t0), np.asarray(images)
 
 
 def main() -> None:
@@ -124,6 +118,7 @@ def main() -> None:
         config = trained_config(workdir)
         config.eval.guidance_scales = scales
         config.eval.num_prompts = args.prompts
+        config.sampler.guidance_scale = max(scales)  # the sampling timing and the grid
         if args.clip:
             config.components.text_encoder.workdir = args.clip
             config.components.image_encoder.workdir = args.clip
@@ -134,10 +129,10 @@ def main() -> None:
         res = run.method.evaluate(state, data_lib.create_dataset(run.config, "test"),
                                   jax.random.PRNGKey(3), None, run.frozen)
         eval_seconds = time.time() - t0
+        step = int(jax.device_get(state.step))
+        rate, grids[name] = sampling_rate(run, state, args.seeds)
         with tempfile.TemporaryDirectory() as tmp:
             gflops = step_gflops(trained_config(workdir), tmp)
-        rate, grids[name], step = sampling_rate(trained_config(workdir), workdir, max(scales),
-                                                args.seeds)
         results[name] = {
             "workdir": workdir, "step": step, "train_gflops_per_step": round(gflops, 2),
             "train_tflops_total": round(gflops * step / 1e3, 1),
