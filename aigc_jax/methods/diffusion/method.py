@@ -465,7 +465,9 @@ def create(config: ml_collections.ConfigDict, info: dict,
             sampler_eta=float(sc.eta) if sc.name == "ddim" else None,
             guidance_scale=float(sc.guidance_scale),
             clip_x0=bool(clip_x0), objective=config.diffusion.objective,
-            schedule=config.diffusion.schedule, num_timesteps=d.sched.num_timesteps)
+            schedule=config.diffusion.schedule, num_timesteps=d.sched.num_timesteps,
+            zero_terminal_snr=bool(config.diffusion.get("zero_terminal_snr", False)),
+            loss_weighting=config.diffusion.loss_weighting)
 
     def evaluate(state: TrainState, test_ds, rng: jax.Array, num_samples: int | None,
                  frozen: Frozen = None) -> dict:
